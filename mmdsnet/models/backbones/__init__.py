@@ -1,0 +1,3 @@
+from .dsnet import DS2Net, DSNet
+
+__all__ = ['DSNet', 'DS2Net']

@@ -1,0 +1,190 @@
+"""Residual branches ``F_l``: each block returns ``X_l`` only; the stage adds the shortcuts.
+
+Key names (``conv1``, ``bn1``, ``downsample.0`` ...) follow mmpretrain's and torchvision's ResNet, so
+their checkpoints map onto ours key for key.
+"""
+from typing import Optional
+
+import torch
+from mmcv.cnn import build_conv_layer, build_norm_layer
+from torch import Tensor, nn
+
+from .layers import DenseShortcut, build_shortcut_norm
+
+
+def bottleneck_width(planes: int, groups: int = 1, width_per_group: int = 64) -> int:
+    """Width of a bottleneck's 3x3 conv (torchvision's rule).
+
+    ``planes`` is the block's output channels divided by the expansion (4). Plain ResNet:
+    ``groups=1, width_per_group=64`` gives ``planes``; ResNeXt 32x4d: ``groups=32,
+    width_per_group=4``; the paper's "WRN" width doubles it with ``width_per_group=128``.
+    """
+    width = int(planes * width_per_group / 64) * groups
+    if width < 1:
+        raise ValueError(f'bottleneck width is 0 for planes={planes}, groups={groups}, '
+                         f'width_per_group={width_per_group}')
+    return width
+
+
+class _Block(nn.Module):
+    """Shared parts: the projection of block 0 and the DS2 inner shortcut (paper 3.3, [59])."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, conv_cfg: Optional[dict],
+                 norm_cfg: dict) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.conv_cfg, self.norm_cfg = conv_cfg, norm_cfg
+        self.relu = nn.ReLU(inplace=True)
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                build_conv_layer(conv_cfg, in_channels, out_channels, 1, stride=stride,
+                                 bias=False),
+                build_norm_layer(norm_cfg, out_channels)[1])
+        else:
+            self.downsample = None
+
+    def _norm(self, channels: int, postfix) -> str:
+        name, norm = build_norm_layer(self.norm_cfg, channels, postfix=postfix)
+        self.add_module(name, norm)
+        return name
+
+    def _build_inner_shortcut(self, enabled: bool, channels: int, shortcut_norm_cfg,
+                              shortcut_weight: str, shortcut_init: float) -> None:
+        # Skipped where the 3x3 conv has stride 2: its input and output shapes differ.
+        self.has_inner_shortcut = enabled and self.stride == 1
+        if self.has_inner_shortcut:
+            self.inner_norm = build_shortcut_norm(shortcut_norm_cfg, channels)
+            self.inner_shortcut = DenseShortcut(channels, 1, shortcut_weight, shortcut_init)
+
+    def _add_inner_shortcut(self, out: Tensor, u: Tensor) -> Tensor:
+        """DS2Net: ``out + w * N(u)``, ``u`` being the input of the 3x3 conv."""
+        if self.has_inner_shortcut:
+            out = self.inner_shortcut(out, [self.inner_norm(u)])
+        return out
+
+    def project(self, x: Tensor) -> Tensor:
+        """Block 0's shortcut: the projection, or the identity where shapes match."""
+        return x if self.downsample is None else self.downsample(x)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(getattr(self, self.last_norm_name).weight)
+
+
+class DSBasicBlock(_Block):
+    """``X_l`` of a basic block: 3x3 -> 3x3 (ResNet18/34, DSWRN). It has no place for DS2."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
+                 first_block: bool = False, inner_shortcut: bool = False, **shortcut) -> None:
+        super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
+        if inner_shortcut:
+            raise ValueError('inner_shortcut (DS2) needs a bottleneck 3x3 conv; block="basic" has '
+                             'none (the paper marks DS2WRN "not applicable"). Use '
+                             'block="bottleneck" or inner_shortcut=False.')
+        self.conv1 = build_conv_layer(conv_cfg, in_channels, out_channels, 3, stride=stride,
+                                      padding=1, bias=False)
+        self._norm1 = self._norm(out_channels, 1)
+        self.conv2 = build_conv_layer(conv_cfg, out_channels, out_channels, 3, padding=1,
+                                      bias=False)
+        self.last_norm_name = self._norm(out_channels, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(getattr(self, self._norm1)(self.conv1(x)))
+        return getattr(self, self.last_norm_name)(self.conv2(out))
+
+
+class DSBottleneck(_Block):
+    """``X_l`` of a bottleneck 1x1 -> 3x3 -> 1x1 (ResNet, ResNeXt, wide, DS2Net).
+
+    Args:
+        groups (int): Groups of the 3x3 conv (ResNeXt cardinality). Defaults to 1.
+        width_per_group (int): See :func:`bottleneck_width`. Defaults to 64.
+        inner_shortcut (bool): DS2Net's ``act(bn2(conv2(u)) + w * N(u))`` around the 3x3 conv,
+            skipped on a stride-2 3x3 conv. Defaults to False.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
+                 first_block: bool = False, groups: int = 1, width_per_group: int = 64,
+                 inner_shortcut: bool = False, shortcut_norm_cfg=None,
+                 shortcut_weight: str = 'channel', shortcut_init: float = 1.0) -> None:
+        super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
+        mid = bottleneck_width(out_channels // self.expansion, groups, width_per_group)
+        self.mid_channels = mid
+        self.conv1 = build_conv_layer(conv_cfg, in_channels, mid, 1, bias=False)
+        self._norm1 = self._norm(mid, 1)
+        # "pytorch" style: the stride sits on the 3x3 conv, as in mmpretrain and torchvision.
+        self.conv2 = build_conv_layer(conv_cfg, mid, mid, 3, stride=stride, padding=1,
+                                      groups=groups, bias=False)
+        self._norm2 = self._norm(mid, 2)
+        self.conv3 = build_conv_layer(conv_cfg, mid, out_channels, 1, bias=False)
+        self.last_norm_name = self._norm(out_channels, 3)
+        self._build_inner_shortcut(inner_shortcut, mid, shortcut_norm_cfg, shortcut_weight,
+                                   shortcut_init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = self.relu(getattr(self, self._norm1)(self.conv1(x)))
+        out = getattr(self, self._norm2)(self.conv2(u))
+        out = self.relu(self._add_inner_shortcut(out, u))
+        return getattr(self, self.last_norm_name)(self.conv3(out))
+
+
+class DSBottle2neck(_Block):
+    """``X_l`` of Res2Net's bottle2neck: 1x1 -> hierarchical 3x3 over ``scales`` splits -> 1x1.
+
+    Args:
+        base_width (int): Width of one split at 64 planes (Res2Net-50 26w x 4s: 26).
+        scales (int): Number of splits. Defaults to 4.
+        inner_shortcut (bool): DS2 around the whole multi-scale 3x3 group:
+            ``act(concat + w * N(u))`` with ``u`` the group's input; skipped on strided blocks.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
+                 first_block: bool = False, base_width: int = 26, scales: int = 4,
+                 inner_shortcut: bool = False, shortcut_norm_cfg=None,
+                 shortcut_weight: str = 'channel', shortcut_init: float = 1.0) -> None:
+        super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
+        if scales < 2:
+            raise ValueError(f'scales must be >= 2 for block="bottle2neck", got {scales}')
+        width = out_channels // self.expansion * base_width // 64
+        if width < 1:
+            raise ValueError(f'bottle2neck split width is 0 (out_channels={out_channels}, '
+                             f'base_width={base_width}); increase base_width or base_channels')
+        self.width, self.scales = width, scales
+        self.mid_channels = mid = width * scales
+        # Res2Net's first block of a stage ("stage" type) does not chain the splits.
+        self.chained = not first_block
+        self.conv1 = build_conv_layer(conv_cfg, in_channels, mid, 1, bias=False)
+        self._norm1 = self._norm(mid, 1)
+        self.convs = nn.ModuleList(
+            build_conv_layer(conv_cfg, width, width, 3, stride=stride, padding=1, bias=False)
+            for _ in range(scales - 1))
+        self.bns = nn.ModuleList(build_norm_layer(norm_cfg, width)[1] for _ in range(scales - 1))
+        self.pool = nn.AvgPool2d(3, stride, 1) if stride != 1 else None
+        self.conv3 = build_conv_layer(conv_cfg, mid, out_channels, 1, bias=False)
+        self.last_norm_name = self._norm(out_channels, 3)
+        self._build_inner_shortcut(inner_shortcut, mid, shortcut_norm_cfg, shortcut_weight,
+                                   shortcut_init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = self.relu(getattr(self, self._norm1)(self.conv1(x)))
+        splits = torch.split(u, self.width, 1)
+        outs, sp = [], None
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            sp = splits[i] if (i == 0 or not self.chained) else sp + splits[i]
+            sp = self.relu(bn(conv(sp)))
+            outs.append(sp)
+        outs.append(splits[-1] if self.pool is None else self.pool(splits[-1]))
+        out = torch.cat(outs, 1)
+        if self.has_inner_shortcut:
+            out = self.relu(self._add_inner_shortcut(out, u))
+        return getattr(self, self.last_norm_name)(self.conv3(out))

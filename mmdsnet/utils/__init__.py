@@ -1,0 +1,3 @@
+from .env import collect_env
+
+__all__ = ['collect_env']

@@ -1,0 +1,222 @@
+"""The backbone against the paper's equations, mmpretrain's ResNet, and mmdet's interface."""
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmdsnet.models import DS2Net, DSLayer, DSNet
+
+TINY = dict(base_channels=8, shortcut_norm_cfg=dict(type='GN', num_groups=4))
+
+
+def _init_randomly(model, seed=0):
+    """Random weights and BN statistics everywhere (zero-init residuals, unit W and fresh running
+    stats would hide mistakes), scaled so that deep nets stay finite."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() > 1:  # convs: fan-in scaling
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel()**0.5)
+            elif name.endswith('.weight') and 'shortcut' not in name:  # norm scales
+                p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=g))
+            else:  # norm biases, shortcut weights W
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+        for name, b in model.named_buffers():
+            if name.endswith('running_mean'):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith('running_var'):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+    return model
+
+
+# --------------------------------------------------------------------------- Eq. 12 and friends
+def _explicit_stage(layer: DSLayer, x):
+    """Recompute a stage output from its own parts, straight from the paper's equations."""
+    n, mode = layer.num_blocks, layer.shortcut
+    b0 = layer.block(0)
+    Y = [torch.relu(b0(x) + b0.project(x))]
+    X = [Y[0]]  # DSNet-a: X_0 := Y_0
+    for l in range(1, n):
+        X.append(layer.block(l)(Y[l - 1]))
+        if mode == 'identity':
+            agg = X[l] + Y[l - 1]                                       # Eq. 4
+        elif mode == 'dense_identity':
+            agg = X[l] + sum(Y[i] for i in range(l))                    # Eq. 13
+        else:
+            src = X if mode == 'dense_x' else Y                         # Eq. 11 / Eq. 12
+            w = layer.shortcuts[l - 1].weight
+            agg = X[l] + sum((1 if w is None else w[i]) * layer.norms[i](src[i])
+                             for i in range(l))
+        Y.append(torch.relu(agg))
+    return Y[-1]
+
+
+@pytest.mark.parametrize('shortcut', ['dense', 'dense_x', 'dense_identity', 'identity'])
+@pytest.mark.parametrize('norm', ['GN', 'LN', 'IN', 'BN', None])
+def test_stage_matches_explicit_equations(shortcut, norm):
+    model = DSNet(depth=50, base_channels=8, shortcut=shortcut, stem='cifar',
+                  shortcut_norm_cfg=norm if norm != 'GN' else dict(type='GN', num_groups=4),
+                  out_indices=(2, ))
+    # float64: the two sides sum in different orders; eval: BN sources use running stats
+    _init_randomly(model).double().eval()
+    layer = model.layer3  # 6 blocks: sources Y_0 .. Y_4
+    x = torch.randn(2, 64, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), _explicit_stage(layer, x))
+
+
+def test_each_normalization_runs_once_per_forward():
+    model = DSNet(depth=50, **TINY).train()
+    calls = {}
+    for lname in model.res_layers:
+        for i, norm in enumerate(getattr(model, lname).norms):
+            norm.register_forward_hook(
+                lambda m, a, o, k=(lname, i): calls.__setitem__(k, calls.get(k, 0) + 1))
+    model(torch.randn(2, 3, 32, 32))
+    # stages of 3, 4, 6, 3 blocks have 2, 3, 5, 2 sources, each normalized exactly once
+    assert len(calls) == 2 + 3 + 5 + 2 and set(calls.values()) == {1}
+
+
+# --------------------------------------------------------------------------- ResNet equivalence
+@pytest.mark.parametrize('depth', [50, 101])
+def test_identity_mode_is_mmpretrain_resnet(depth):
+    from mmpretrain.models import ResNet
+    theirs = _init_randomly(ResNet(depth=depth, out_indices=(0, 1, 2, 3)))
+    theirs.eval()  # (mmpretrain's ResNet.train() returns None: no chaining)
+    ours = DSNet(depth=depth, shortcut='identity', out_indices=(0, 1, 2, 3)).eval()
+    # same keys, strictly: an mmpretrain / torchvision ResNet checkpoint loads as is
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(ours(x), theirs(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_identity_mode_is_mmpretrain_resnet_cifar_and_resnet18():
+    from mmpretrain.models import ResNet, ResNet_CIFAR
+    theirs = _init_randomly(ResNet_CIFAR(depth=50))
+    theirs.eval()
+    ours = DSNet(depth=50, shortcut='identity', stem='cifar').eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=0, atol=0)
+    theirs = _init_randomly(ResNet(depth=18))
+    theirs.eval()
+    ours = DSNet(depth=18, block='basic', shortcut='identity').eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- parameter counts
+def _count(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_parameter_overhead_matches_the_paper():
+    resnet = _count(DSNet(depth=50, shortcut='identity'))
+    fc = 2048 * 1000 + 1000  # the paper counts the classifier: ResNet50 has 25.6M
+    assert resnet + fc == 25_557_032
+    # DSNet50: sum over stages of C * n(n-1)/2 = 256*3 + 512*6 + 1024*15 + 2048*3
+    extra = _count(DSNet(depth=50)) - resnet
+    assert extra == 25_344
+    assert round(100 * extra / (resnet + fc), 3) == 0.099
+    # DS2Net50 adds one mid-width vector per stride-1 3x3 conv (13 of 16 blocks): 2,880 more
+    extra2 = _count(DS2Net(depth=50)) - resnet
+    assert extra2 == 25_344 + 64 * 3 + 128 * 3 + 256 * 5 + 512 * 2 == 28_224
+    assert extra2 / (resnet + fc) < 0.0015  # "less than 0.15%" (paper 4.2)
+    # Reading Y_0 as the raw stage input would give every block one more source, n(n+1)/2 per
+    # stage: 0.158%, the reading DESIGN.md rejects.
+    raw = 256 * 6 + 512 * 10 + 1024 * 21 + 2048 * 6
+    assert round(100 * raw / (resnet + fc), 3) == 0.158
+
+
+# --------------------------------------------------------------------------- training behaviour
+@pytest.mark.parametrize('cls', [DSNet, DS2Net])
+def test_gradients_reach_every_shortcut_weight(cls):
+    model = cls(depth=26, **TINY).train()
+    model(torch.randn(2, 3, 32, 32))[0].pow(2).mean().backward()
+    weights = {n: p for n, p in model.named_parameters()
+               if n.endswith('shortcut.weight') or '.shortcuts.' in n}
+    # one W tensor per stage of 2 blocks; DS2 adds one per stride-1 3x3 conv: 2 + 1 + 1 + 1
+    assert len(weights) == (4 if cls is DSNet else 4 + 5)
+    for name, p in weights.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize('cls', [DSNet, DS2Net])
+def test_with_cp_gives_the_same_gradients(cls):
+    torch.manual_seed(0)
+    plain = _init_randomly(cls(depth=26, **TINY)).train()
+    ckpt = cls(depth=26, with_cp=True, **TINY).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    grads = []
+    for m in (plain, ckpt):
+        xi = x.clone().requires_grad_()
+        out = m(xi)[0]
+        out.pow(2).mean().backward()
+        grads.append({'input': xi.grad, **{n: p.grad for n, p in m.named_parameters()}})
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-5, atol=1e-5, msg=k)
+
+
+def test_with_cp_is_silent_in_eval_and_with_frozen_input(recwarn):
+    m = DSNet(depth=26, with_cp=True, **TINY)
+    with torch.no_grad():
+        m.eval()(torch.randn(2, 3, 32, 32))
+    m.train()(torch.randn(2, 3, 32, 32))  # input needs no grad: no checkpoint, no warning
+    assert not [w for w in recwarn if 'requires_grad' in str(w.message)]
+
+
+def test_frozen_stages_freeze_stem_stages_and_shortcut_weights():
+    m = DS2Net(depth=26, frozen_stages=2, out_indices=(0, 1, 2, 3),
+               shortcut_norm_cfg='BN', **{k: v for k, v in TINY.items() if k == 'base_channels'})
+    m.train()
+    frozen = [m.conv1, m.norm1, m.layer1, m.layer2]
+    for mod in frozen:
+        assert all(not p.requires_grad for p in mod.parameters())
+        assert all(not x.training for x in mod.modules())
+    assert not m.layer1.shortcuts[0].weight.requires_grad
+    assert m.layer3.shortcuts[0].weight.requires_grad and m.layer3.training
+    before = m.layer1.norms[0].running_mean.clone()
+    m(torch.randn(2, 3, 32, 32))
+    torch.testing.assert_close(m.layer1.norms[0].running_mean, before)  # frozen BN stats
+
+
+def test_norm_eval_reaches_every_batchnorm_including_shortcut_norms():
+    m = DS2Net(depth=26, base_channels=8, shortcut_norm_cfg='BN', norm_eval=True).train()
+    bns = [x for x in m.modules() if isinstance(x, _BatchNorm)]
+    shortcut_bns = [x for x in bns if not x.affine]
+    assert shortcut_bns and all(not x.training for x in bns)
+    assert m.layer3.training  # only the norms are in eval mode
+    m.train(False)
+    m.train(True)
+    assert all(not x.training for x in bns)
+
+
+def test_zero_init_residual_and_pretrained_skip(tmp_path):
+    m = DSNet(depth=26, **TINY)
+    m.init_weights()
+    assert torch.all(m.layer2.block(1).bn3.weight == 0)
+    assert torch.all(m.layer2.shortcuts[0].weight == 1.0)  # W starts at shortcut_init
+    src = DSNet(depth=26, **TINY)
+    _init_randomly(src)
+    path = tmp_path / 'w.pth'
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in src.state_dict().items()}}, path)
+    m = DSNet(depth=26, **TINY,
+              init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
+    m.init_weights()
+    torch.testing.assert_close(m.layer2.block(1).bn3.weight, src.layer2.block(1).bn3.weight)
+
+
+def test_out_indices_and_channels():
+    m = DSNet(depth=50, base_channels=16, out_indices=(0, 1, 2, 3)).eval()
+    feats = m(torch.randn(1, 3, 64, 64))
+    assert [f.shape[1] for f in feats] == list(m.out_channels) == [64, 128, 256, 512]
+    assert [f.shape[-1] for f in feats] == [16, 8, 4, 2]
+    m = DSNet(depth=50, base_channels=16, out_indices=(1, ))
+    assert m.res_layers == ['layer1', 'layer2']  # later stages would be unused parameters
+    assert m.out_channels == (128, ) and DSNet(depth=50, out_indices=(-1, )).out_channels == (2048, )
