@@ -1,12 +1,36 @@
 """Runtime glue between mmdsnet's tools and MMEngine's Runner."""
+from mmengine.hooks import CheckpointHook
+from mmengine.logging import print_log
+
+from .cfg_checks import ConfigError, check_cfg
+from .dist import revert_sync_bn_cfg, setup_cpu_distributed
+from .hooks import AtomicCheckpointHook, ReplicaCheckHook, atomic_write_text
 
 
-def prepare_cfg(cfg, launcher: str = 'none'):
-    """Adjust a loaded config for this machine before ``Runner.from_cfg`` (see tools/train.py).
-
-    Placeholder: the CPU/gloo distributed path and atomic checkpoints land here (issue 5).
-    """
+def use_atomic_checkpoints(cfg):
+    """Swap the config's CheckpointHook for :class:`AtomicCheckpointHook` (same arguments)."""
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if hook is not None and hook.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook',
+                                                 CheckpointHook):
+        # by name (registered in mmengine's root HOOKS): configs must stay dumpable text
+        hook['type'] = 'AtomicCheckpointHook'
     return cfg
 
 
-__all__ = ['prepare_cfg']
+def prepare_cfg(cfg, launcher: str = 'none'):
+    """Everything a loaded config needs before ``Runner.from_cfg`` on this machine.
+
+    * refuses configs that cannot build (wrong scope, scoped ``mmdet.DSNet`` ...) with the fix;
+    * CPU-only machines: makes ``--launcher pytorch|slurm|mpi`` work over gloo
+      (:func:`setup_cpu_distributed`);
+    * crash-safe checkpoints (:class:`AtomicCheckpointHook`).
+    """
+    for warning in check_cfg(cfg):
+        print_log(warning, logger='current', level=30)
+    cfg = setup_cpu_distributed(cfg, launcher)
+    return use_atomic_checkpoints(cfg)
+
+__all__ = [
+    'prepare_cfg', 'check_cfg', 'ConfigError', 'setup_cpu_distributed', 'revert_sync_bn_cfg',
+    'AtomicCheckpointHook', 'ReplicaCheckHook', 'atomic_write_text', 'use_atomic_checkpoints'
+]

@@ -1,0 +1,175 @@
+"""Scale out and hold up: torchrun + gloo on the CPU, SIGKILL + --resume, crash-safe checkpoints."""
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PY = sys.executable
+
+TINY_CLS_CFG = '''
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['mmdsnet'], allow_failed_imports=False)
+model = dict(
+    type='ImageClassifier',
+    data_preprocessor=dict(num_classes=2, mean=[127.5] * 3, std=[64.0] * 3, to_rgb=False),
+    backbone=dict(type='DS2Net', depth=26, stem='cifar', base_channels=8,
+                  frozen_stages={frozen}, with_cp={with_cp}),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=2, in_channels=256,
+              loss=dict(type='CrossEntropyLoss', loss_weight=1.0), topk=(1, )))
+train_dataloader = dict(
+    batch_size=4, num_workers=0,
+    dataset=dict(type='CustomDataset', data_root={data!r},
+                 pipeline=[dict(type='LoadImageFromFile'), dict(type='RandomFlip', prob=0.5),
+                           dict(type='PackInputs')]),
+    sampler=dict(type='InfiniteSampler', shuffle=True))
+train_cfg = dict(type='IterBasedTrainLoop', max_iters={iters})
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=1e-4))
+param_scheduler = [dict(type='MultiStepLR', by_epoch=False, milestones=[{milestone}], gamma=0.1)]
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'), logger=dict(type='LoggerHook', interval=1),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval={interval}, by_epoch=False, max_keep_ckpts=1),
+    sampler_seed=dict(type='DistSamplerSeedHook'))
+custom_hooks = [dict(type='ReplicaCheckHook')]
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='nccl'))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)
+'''
+
+
+def make_image_folder(root, per_class=16, size=32):
+    """Two learnable classes (horizontal vs vertical stripes) as PNG folders for CustomDataset."""
+    import cv2
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(['horizontal', 'vertical']):
+        os.makedirs(osp.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            stripes = (np.arange(size) // 4 % 2 * 160 + 40)[:, None].repeat(size, 1)
+            img = stripes if c == 0 else stripes.T
+            img = np.clip(img[..., None] + rng.normal(0, 30, (size, size, 3)), 0, 255)
+            cv2.imwrite(osp.join(root, name, f'{i}.png'), img.astype(np.uint8))
+    return root
+
+
+def write_cfg(tmp_path, name='cfg.py', frozen=1, with_cp=True, iters=8, interval=4):
+    data = make_image_folder(str(tmp_path / 'data'))
+    path = tmp_path / name
+    path.write_text(TINY_CLS_CFG.format(data=data, frozen=frozen, with_cp=with_cp, iters=iters,
+                                        interval=interval, milestone=iters // 2))
+    return str(path)
+
+
+def run(args, **kw):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, **kw)
+
+
+def load_state(path):
+    return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_identical_replicas(tmp_path):
+    cfg = write_cfg(tmp_path, iters=4, interval=4)
+    out = run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', str(tmp_path / 'wd')],
+              timeout=300)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert "backend 'nccl' -> \"gloo\"" in log  # the CPU path was taken, with a visible note
+    assert 'replica check: max |parameter difference| across 2 processes = 0 ' in log
+    assert osp.isfile(tmp_path / 'wd' / 'iter_4.pth')
+
+
+def test_sync_bn_config_falls_back_to_bn_on_cpu(monkeypatch):
+    from mmengine.config import Config
+
+    from mmdsnet.engine import setup_cpu_distributed
+    calls = []
+    monkeypatch.setattr(torch.distributed, 'init_process_group',
+                        lambda **kw: calls.append(kw))
+    for k, v in dict(RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
+                     MASTER_PORT='29999').items():
+        monkeypatch.setenv(k, v)
+    cfg = Config(dict(model=dict(backbone=dict(norm_cfg=dict(type='SyncBN')),
+                                 neck=[dict(norm_cfg=dict(type='SyncBN'))]),
+                      env_cfg=dict(dist_cfg=dict(backend='nccl')), sync_bn='torch'))
+    cfg = setup_cpu_distributed(cfg, 'pytorch')
+    assert cfg.model.backbone.norm_cfg.type == 'BN' and cfg.model.neck[0].norm_cfg.type == 'BN'
+    assert cfg.sync_bn is None and cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg.device_ids is None
+    assert calls and calls[0]['backend'] == 'gloo' and calls[0]['world_size'] == 1
+    monkeypatch.delenv('MASTER_PORT')
+    with pytest.raises(RuntimeError, match=r"\['MASTER_PORT'\] are not set.*dist_train.sh"):
+        setup_cpu_distributed(Config(dict(model=dict())), 'pytorch')
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_reaches_the_uninterrupted_weights(tmp_path):
+    iters = 12
+    cfg = write_cfg(tmp_path, frozen=-1, with_cp=False, iters=iters, interval=4)
+    ref = run([PY, 'tools/train.py', cfg, '--work-dir', str(tmp_path / 'ref')], timeout=300)
+    assert ref.returncode == 0, (ref.stdout + ref.stderr)[-3000:]
+
+    wd = tmp_path / 'killed'
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
+    proc = subprocess.Popen([PY, 'tools/train.py', cfg, '--work-dir', str(wd)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = wd / 'last_checkpoint'
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and last.read_text().strip():
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # between checkpoints: no chance to clean up
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, 'the run ended before it could be killed'
+    killed_at = last.read_text().strip()
+    assert not osp.isfile(wd / f'iter_{iters}.pth'), 'killed too late to test anything'
+
+    res = run([PY, 'tools/train.py', cfg, '--work-dir', str(wd), '--resume'], timeout=300)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-3000:]
+    assert f'resumed' in log.lower() and osp.basename(killed_at) in log
+    a, b = load_state(tmp_path / 'ref' / f'iter_{iters}.pth'), load_state(wd / f'iter_{iters}.pth')
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    # max_keep_ckpts=1: only the newest checkpoint remains, and no temporary file
+    assert sorted(p for p in os.listdir(wd) if p.endswith(('.pth', '.tmp'))) == [
+        f'iter_{iters}.pth']
+
+
+def test_checkpoint_hook_never_leaves_a_truncated_latest(tmp_path, monkeypatch):
+    """A crash while writing iter_8 leaves iter_4 complete and last_checkpoint pointing to it."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from mmdsnet.engine import prepare_cfg
+    cfg = Config.fromfile(write_cfg(tmp_path, frozen=-1, with_cp=False, iters=8, interval=4))
+    cfg.work_dir = str(tmp_path / 'wd')
+    cfg = prepare_cfg(cfg)
+    runner = Runner.from_cfg(cfg)
+    original = Runner.save_checkpoint
+
+    def crash_on_second(self, out_dir, filename, *a, **kw):
+        if self.iter + 1 == 8:  # write half a file, then "die"
+            with open(osp.join(out_dir, filename), 'wb') as f:
+                f.write(b'PK\x03\x04 truncated')
+            raise KeyboardInterrupt('simulated crash while saving')
+        return original(self, out_dir, filename, *a, **kw)
+
+    monkeypatch.setattr(Runner, 'save_checkpoint', crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        runner.train()
+    last = (tmp_path / 'wd' / 'last_checkpoint').read_text()
+    assert last.endswith('iter_4.pth')
+    torch.load(last, map_location='cpu', weights_only=False)  # complete and loadable
+    assert not osp.exists(tmp_path / 'wd' / 'iter_8.pth')
