@@ -1,0 +1,17 @@
+# DSNet50 with the CIFAR stem (3x3/1 conv, no max pool) at 1x width. Leaves change the width
+# (backbone.base_channels 16 / 32 / 64 = 0.25x / 0.5x / 1x) and must change head.in_channels
+# with it (base_channels * 32 for four bottleneck stages).
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(
+        type='mmdsnet.DSNet',
+        depth=50,
+        stem='cifar',
+        base_channels=64,
+        out_indices=(-1, )),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=100,
+        in_channels=2048,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))

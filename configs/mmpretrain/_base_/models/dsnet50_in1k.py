@@ -1,0 +1,14 @@
+# DSNet50 for ImageNet (7x7/2 stem + max pool, 1x width).
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(
+        type='mmdsnet.DSNet',
+        depth=50,
+        stem='imagenet',
+        out_indices=(-1, )),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=1000,
+        in_channels=2048,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))

@@ -1,0 +1,17 @@
+# DS2Res2Net50 on ImageNet-1k; paper rows: Table 7 and Table 9 (paper recipe:
+# 4 GPUs x 32 images, lr 0.05, 100 epochs, lr x0.1 every 30).
+# DS2Res2Net50 26w x 4s: Res2Net-50 bottle2necks with dense shortcuts and DS2 around the
+# multi-scale 3x3 group.
+_base_ = [
+    '../_base_/models/dsnet50_in1k.py',
+    '../_base_/datasets/imagenet_bs32.py',
+    '../_base_/schedules/imagenet_bs128_100e.py',
+]
+
+model = dict(
+    backbone=dict(
+        block='bottle2neck',
+        block_cfg=dict(base_width=26, scales=4, inner_shortcut=True),
+        # The DS2 shortcut normalizes the 3x3 group's 104/208/416/832 channels, which 32
+        # groups do not divide; 8 divides them and every dense shortcut's 256..2048.
+        shortcut_norm_cfg=dict(type='GN', num_groups=8)))
