@@ -1,0 +1,321 @@
+"""Dataset presence checks that run before the Runner is built (tools/train.py, tools/test.py).
+
+A run pointed at a missing or malformed dataset must stop at once, naming what is missing and
+where it looked, instead of failing minutes later inside a dataloader worker, or, worse, letting
+mmpretrain try to download CIFAR on an offline machine.
+
+Checks are looked up by the dataset's ``type`` (scope prefix ignored). Register one for another
+dataset type from a module the config lists in ``custom_imports``, or from any module of this
+package (they are imported by :func:`check_datasets` when a type has no check yet)::
+
+    from mmdsnet.datasets.checks import register_dataset_check
+
+    @register_dataset_check('CocoDataset')
+    def check_coco(dataset_cfg: dict) -> List[str]:
+        ...  # return one line per problem; an empty list means the dataset looks fine
+
+Types without a registered check get :func:`check_generic` (``data_root`` and ``ann_file`` exist).
+"""
+import importlib
+import os
+import os.path as osp
+import pickle
+import pkgutil
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+DOCS = 'docs/classification.md#data-preparation'
+
+CheckFn = Callable[[dict], List[str]]
+DATASET_CHECKS: Dict[str, CheckFn] = {}
+
+
+class DatasetCheckError(FileNotFoundError):
+    """The dataset a config points at is missing or malformed; the message says what and where."""
+
+
+def register_dataset_check(*type_names: str) -> Callable[[CheckFn], CheckFn]:
+    """Register ``fn(dataset_cfg) -> list of problems`` for the given dataset ``type`` names."""
+
+    def wrap(fn: CheckFn) -> CheckFn:
+        for name in type_names:
+            DATASET_CHECKS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _type_name(dataset_cfg: dict) -> str:
+    t = dataset_cfg.get('type', '')
+    name = t.__name__ if isinstance(t, type) else str(t)
+    return name.split('.')[-1]  # 'mmpretrain.CIFAR10' -> 'CIFAR10'
+
+
+def _is_remote(path: str) -> bool:
+    return '://' in str(path)
+
+
+def _shown(path: str) -> str:
+    """An absolute path for messages (users launch from different directories)."""
+    return osp.abspath(osp.expanduser(path))
+
+
+def _join(root: str, path: str) -> str:
+    if not path:
+        return root
+    path = osp.expanduser(path)
+    return path if osp.isabs(path) or not root else osp.join(root, path)
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR (mmpretrain's CIFAR10 / CIFAR100: python-pickle batches in one sub-folder)
+_CIFAR_LAYOUT = {
+    # type: (sub-folder, archive, files [(name, md5 or None)] when mmpretrain is absent)
+    'CIFAR10': ('cifar-10-batches-py', 'cifar-10-python.tar.gz',
+                [(f'data_batch_{i}', None) for i in range(1, 6)] + [('test_batch', None)]),
+    'CIFAR100': ('cifar-100-python', 'cifar-100-python.tar.gz', [('train', None),
+                                                                 ('test', None)]),
+}
+_OTHER_CIFAR = {'CIFAR10': 'CIFAR100', 'CIFAR100': 'CIFAR10'}
+
+
+def _cifar_files(kind: str) -> Tuple[str, List[Tuple[str, Optional[str]]]]:
+    """Sub-folder and (file, md5) list exactly as mmpretrain's dataset class will check them."""
+    folder, _, files = _CIFAR_LAYOUT[kind]
+    try:
+        from mmpretrain import datasets as mmpretrain_datasets
+        cls = getattr(mmpretrain_datasets, kind)
+        return cls.base_folder, [tuple(f) for f in cls.train_list + cls.test_list]
+    except ImportError:
+        return folder, files
+
+
+def _md5(path: str) -> str:
+    import hashlib
+    h = hashlib.md5()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@register_dataset_check('CIFAR10', 'CIFAR100')
+def check_cifar(dataset_cfg: dict) -> List[str]:
+    """mmpretrain's CIFAR layout: ``<data_root>/cifar-100-python/{train,test}`` (CIFAR-100) or
+    ``<data_root>/cifar-10-batches-py/{data_batch_1..5,test_batch}`` (CIFAR-10), every file a
+    pickled batch with the md5 mmpretrain expects (it would otherwise try to download)."""
+    kind = _type_name(dataset_cfg)
+    root = _join(dataset_cfg.get('data_root', ''), dataset_cfg.get('data_prefix', '') or '')
+    if not root:
+        return [f'{kind}: data_root is empty; set it to the folder that holds '
+                f'{_CIFAR_LAYOUT[kind][0]}/']
+    if _is_remote(root):
+        return []
+    folder, files = _cifar_files(kind)
+    base = osp.join(root, folder)
+    if not osp.isdir(root):
+        return [f'{kind}: data_root {_shown(root)} does not exist (looked for '
+                f'{_shown(base)}/). Put the extracted {_CIFAR_LAYOUT[kind][1]} there or point '
+                f'data_root at it.']
+    if not osp.isdir(base):
+        archive = osp.join(root, _CIFAR_LAYOUT[kind][1])
+        other_folder = _CIFAR_LAYOUT[_OTHER_CIFAR[kind]][0]
+        if osp.isfile(archive):
+            hint = f'the archive {_shown(archive)} is there but not extracted: run ' \
+                   f'`tar -xzf {_shown(archive)} -C {_shown(root)}`'
+        elif all(osp.isfile(osp.join(root, f)) for f, _ in files):
+            hint = f'the batch files lie directly in {_shown(root)}; mmpretrain expects them ' \
+                   f'inside {folder}/ (move them, or set data_root to the parent folder)'
+        elif osp.isdir(osp.join(root, other_folder)):
+            hint = f'{_shown(root)} holds {other_folder}/ ({_OTHER_CIFAR[kind]}), but the ' \
+                   f'config uses {kind}'
+        else:
+            hint = f'extract {_CIFAR_LAYOUT[kind][1]} into {_shown(root)}'
+        return [f'{kind}: folder {_shown(base)}/ is missing; {hint}.']
+    problems = []
+    for name, md5 in files:
+        path = osp.join(base, name)
+        if not osp.isfile(path):
+            problems.append(f'{kind}: file {_shown(path)} is missing')
+            continue
+        with open(path, 'rb') as f:
+            head = f.read(2)
+        if len(head) < 2 or head[0] != pickle.PROTO[0]:
+            problems.append(f'{kind}: {_shown(path)} is not a pickled CIFAR batch (empty, or '
+                            f'another format); re-extract the official archive')
+        elif md5 is not None and _md5(path) != md5:
+            problems.append(f'{kind}: {_shown(path)} does not have the md5 of the official file '
+                            f'({md5}): corrupt or incomplete copy; re-extract the official '
+                            f'archive')
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# ImageNet (mmpretrain's ImageNet: <root>/<split>/ by class folders, or + meta/<split>.txt)
+_IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+
+
+def _first(it: Iterable, n: int) -> list:
+    out = []
+    for x in it:
+        out.append(x)
+        if len(out) == n:
+            break
+    return out
+
+
+@register_dataset_check('ImageNet', 'CustomDataset')
+def check_image_folder(dataset_cfg: dict) -> List[str]:
+    """``<data_root>/<split or data_prefix>/`` with either ``meta/<split>.txt`` (lines
+    ``relative/path.JPEG label``; mmpretrain finds it by itself) or one folder per class."""
+    kind = _type_name(dataset_cfg)
+    data_root = dataset_cfg.get('data_root', '') or ''
+    split = dataset_cfg.get('split', '') or ''
+    prefix = dataset_cfg.get('data_prefix', '') or ''
+    if isinstance(prefix, dict):
+        prefix = prefix.get('img_path', prefix.get('img', ''))
+    prefix = prefix or split
+    ann_file = dataset_cfg.get('ann_file', '') or ''
+    if _is_remote(data_root) or _is_remote(prefix):
+        return []
+    if data_root and not osp.isdir(data_root):
+        return [f'{kind}: data_root {_shown(data_root)} does not exist (looked for '
+                f'{_shown(_join(data_root, prefix))}/)']
+    img_dir = _join(data_root, prefix)
+    if not osp.isdir(img_dir):
+        present = sorted(d for d in _first(_listdir(data_root), 20)
+                         if osp.isdir(osp.join(data_root, d))) if data_root else []
+        return [f'{kind}: image folder {_shown(img_dir)}/ is missing'
+                + (f' ({_shown(data_root)} holds {present})' if present else '')]
+    if not ann_file and split:
+        auto = osp.join(data_root, 'meta', f'{split}.txt')
+        ann_file = auto if osp.isfile(auto) else ''
+    else:
+        ann_file = _join(data_root, ann_file) if ann_file else ''
+    if ann_file:
+        return _check_ann_list(kind, ann_file, img_dir)
+    entries = _first(_listdir(img_dir), 2000)
+    classes = [e for e in entries if osp.isdir(osp.join(img_dir, e))]
+    if not classes:
+        images = [e for e in entries if e.lower().endswith(_IMG_EXTENSIONS)]
+        if images:
+            return [f'{kind}: {_shown(img_dir)}/ holds images directly but no annotation list; '
+                    f'sort them into one folder per class or add '
+                    f'{_shown(osp.join(data_root, "meta", (split or "val") + ".txt"))} '
+                    f'(lines "filename label")']
+        return [f'{kind}: {_shown(img_dir)}/ is empty (expected one folder per class, or a '
+                f'meta/{split or "<split>"}.txt annotation list)']
+    first = osp.join(img_dir, sorted(classes)[0])
+    if not any(e.lower().endswith(_IMG_EXTENSIONS) for e in _first(_listdir(first), 50)):
+        return [f'{kind}: class folder {_shown(first)}/ holds no images '
+                f'({", ".join(_IMG_EXTENSIONS)})']
+    return []
+
+
+def _listdir(path: str) -> Iterator[str]:
+    try:
+        yield from sorted(os.listdir(path))
+    except OSError:
+        return
+
+
+def _check_ann_list(kind: str, ann_file: str, img_dir: str) -> List[str]:
+    if not osp.isfile(ann_file):
+        return [f'{kind}: annotation file {_shown(ann_file)} is missing']
+    with open(ann_file) as f:
+        lines = [ln.strip() for ln in _first((ln for ln in f if ln.strip()), 3)]
+    if not lines:
+        return [f'{kind}: annotation file {_shown(ann_file)} is empty']
+    problems = []
+    for ln in lines:
+        parts = ln.rsplit(' ', 1)
+        if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
+            problems.append(f'{kind}: {_shown(ann_file)}: line {ln!r} is not '
+                            f'"relative/path label"')
+        elif not osp.isfile(osp.join(img_dir, parts[0])):
+            problems.append(f'{kind}: {_shown(ann_file)} lists {parts[0]}, but '
+                            f'{_shown(osp.join(img_dir, parts[0]))} is missing')
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+def check_generic(dataset_cfg: dict) -> List[str]:
+    """Fallback for unregistered types: ``data_root`` and a string ``ann_file`` must exist."""
+    kind = _type_name(dataset_cfg) or 'dataset'
+    data_root = dataset_cfg.get('data_root', '') or ''
+    if data_root and not _is_remote(data_root) and not osp.isdir(data_root):
+        return [f'{kind}: data_root {_shown(data_root)} does not exist']
+    ann_file = dataset_cfg.get('ann_file', '')
+    if isinstance(ann_file, str) and ann_file and not _is_remote(ann_file):
+        path = _join(data_root, ann_file)
+        if not osp.exists(path):
+            return [f'{kind}: ann_file {_shown(path)} does not exist']
+    return []
+
+
+def _leaf_datasets(dataset_cfg) -> Iterator[dict]:
+    """The datasets inside wrappers (ConcatDataset's ``datasets``, RepeatDataset's ``dataset``)."""
+    if not isinstance(dataset_cfg, dict):
+        return
+    if isinstance(dataset_cfg.get('datasets'), (list, tuple)):
+        for d in dataset_cfg['datasets']:
+            yield from _leaf_datasets(d)
+    elif isinstance(dataset_cfg.get('dataset'), dict):
+        yield from _leaf_datasets(dataset_cfg['dataset'])
+    else:
+        yield dataset_cfg
+
+
+def _import_package_checks() -> None:
+    """Import this package's other modules so the checks they register are known."""
+    package = __name__.rsplit('.', 1)[0]
+    path = importlib.import_module(package).__path__
+    for info in pkgutil.iter_modules(path):
+        if info.name != 'checks':
+            try:
+                importlib.import_module(f'{package}.{info.name}')
+            except ImportError as e:  # e.g. a detection check without mmdet installed
+                from mmengine.logging import print_log
+                print_log(f'dataset checks of {package}.{info.name} unavailable: {e}',
+                          logger='current', level=30)
+
+
+def find_problems(cfg, splits: Iterable[str] = ('train', 'val', 'test')) -> List[str]:
+    """Problems of every dataset the config's ``<split>_dataloader`` uses, one line each."""
+    found: Dict[str, List[str]] = {}  # problem -> loaders (train and val often share a root)
+    imported = False
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader or not isinstance(loader, dict):
+            continue
+        for ds in _leaf_datasets(loader.get('dataset')):
+            if _type_name(ds) not in DATASET_CHECKS and not imported:
+                # Only now: a classification run never needs (nor imports) the COCO module.
+                _import_package_checks()
+                imported = True
+            check = DATASET_CHECKS.get(_type_name(ds), check_generic)
+            for p in check(ds):
+                found.setdefault(p, [])
+                if f'{split}_dataloader' not in found[p]:
+                    found[p].append(f'{split}_dataloader')
+    return [f'{", ".join(loaders)}: {p}' for p, loaders in found.items()]
+
+
+def check_datasets(cfg, splits: Iterable[str] = ('train', 'val', 'test')) -> None:
+    """Raise :class:`DatasetCheckError` if a dataset the given splits use is missing/malformed.
+
+    Args:
+        cfg (Config | dict): The loaded config (after ``--cfg-options``).
+        splits (Iterable[str]): Which ``<split>_dataloader`` entries to check: train.py checks
+            ``('train', 'val')``, test.py ``('test',)``.
+    """
+    problems = find_problems(cfg, splits)
+    if problems:
+        lines = '\n'.join(f'  - {p}' for p in problems)
+        raise DatasetCheckError(
+            f'Dataset check failed (nothing was downloaded; runs are offline):\n{lines}\n'
+            f'Prepare the data as described in {DOCS}, or point the config at it, e.g. '
+            f'--cfg-options train_dataloader.dataset.data_root=/path/to/data')
+
+
+__all__ = ['DATASET_CHECKS', 'DatasetCheckError', 'check_cifar', 'check_datasets',
+           'check_generic', 'check_image_folder', 'find_problems', 'register_dataset_check']

@@ -1,0 +1,286 @@
+"""tools/train.py, tools/test.py, tools/extract_backbone.py and the dataset checks (no training)."""
+import importlib.util
+import os
+import os.path as osp
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmdsnet.datasets import DatasetCheckError, check_datasets, find_problems
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CIFAR100_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50-w0.25_1xb128_cifar100.py')
+CIFAR10_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50-w0.25_1xb128_cifar10.py')
+IN1K_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50_4xb32_in1k.py')
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(f'_tool_{name}', osp.join(ROOT, 'tools',
+                                                                             f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def train_tool():
+    return _tool('train')
+
+
+@pytest.fixture(scope='module')
+def test_tool():
+    return _tool('test')
+
+
+# ------------------------------------------------------------------------------ train.py CLI
+@pytest.mark.parametrize('flag', ['--local_rank', '--local-rank'])
+def test_local_rank_spellings_set_env(train_tool, monkeypatch, flag):
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    args = train_tool.parse_args([CIFAR100_CFG, flag, '3'])
+    assert args.local_rank == 3 and os.environ['LOCAL_RANK'] == '3'
+
+
+def test_resume_forms(train_tool):
+    cfg = train_tool.setup_cfg(train_tool.parse_args([CIFAR100_CFG, '--resume']))
+    assert cfg.resume is True and cfg.load_from is None  # latest in work_dir
+    cfg = train_tool.setup_cfg(train_tool.parse_args([CIFAR100_CFG, '--resume', 'a/iter_8.pth']))
+    assert cfg.resume is True and cfg.load_from == 'a/iter_8.pth'
+    cfg = train_tool.setup_cfg(train_tool.parse_args([CIFAR100_CFG]))
+    assert cfg.resume is False
+
+
+def test_work_dir_amp_and_cfg_options(train_tool):
+    cfg = train_tool.setup_cfg(train_tool.parse_args([CIFAR100_CFG]))
+    assert cfg.work_dir == osp.join('./work_dirs', 'dsnet50-w0.25_1xb128_cifar100')
+    cfg = train_tool.setup_cfg(train_tool.parse_args(
+        [CIFAR100_CFG, '--work-dir', 'wd', '--amp', '--cfg-options', 'train_cfg.max_iters=10',
+         'model.backbone.depth=26']))
+    assert cfg.work_dir == 'wd'
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.train_cfg.max_iters == 10 and cfg.model.backbone.depth == 26
+
+
+def test_auto_scale_lr_flag_and_log_line(train_tool):
+    cfg = train_tool.setup_cfg(train_tool.parse_args([CIFAR100_CFG]))
+    assert 'enable' not in cfg.auto_scale_lr
+    line = train_tool.describe_batch_and_lr(cfg, world_size=1)
+    assert 'total batch size 128 (1 process(es) x 128)' in line
+    assert 'WARNING' not in line
+    cfg.train_dataloader.batch_size = 32
+    line = train_tool.describe_batch_and_lr(cfg, world_size=2)
+    assert 'total batch size 64' in line and 'NOT scaled' in line and '0.05' in line
+
+    cfg = train_tool.setup_cfg(train_tool.parse_args([IN1K_CFG, '--auto-scale-lr']))
+    assert cfg.auto_scale_lr.enable is True
+    line = train_tool.describe_batch_and_lr(cfg, world_size=2)  # 2 x 32 of 128
+    assert 'total batch size 64' in line and 'effective lr 0.025' in line
+
+
+def test_auto_scale_lr_without_base_batch_size(train_tool, tmp_path):
+    cfg_file = tmp_path / 'no_scale.py'
+    cfg_file.write_text(f"_base_ = ['{CIFAR100_CFG}']\nauto_scale_lr = dict(_delete_=True)\n")
+    with pytest.raises(SystemExit, match='base_batch_size'):
+        train_tool.setup_cfg(train_tool.parse_args([str(cfg_file), '--auto-scale-lr']))
+
+
+def test_train_stops_on_missing_dataset(train_tool, tmp_path, capsys):
+    missing = tmp_path / 'nowhere'
+    with pytest.raises(SystemExit) as info:
+        train_tool.main([CIFAR100_CFG, '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+                         f'train_dataloader.dataset.data_root={missing}',
+                         f'val_dataloader.dataset.data_root={missing}'])
+    msg = str(info.value)
+    assert 'Dataset check failed' in msg and str(missing) in msg
+    assert 'cifar-100-python' in msg
+    assert not (tmp_path / 'wd').exists()  # stopped before the Runner made its work_dir
+
+
+# ------------------------------------------------------------------------------- test.py CLI
+def test_test_tool_out_and_table(test_tool, tmp_path):
+    args = test_tool.parse_args([CIFAR100_CFG, 'ckpt.pth', '--out', 'preds.pkl'])
+    cfg = test_tool.setup_cfg(args)
+    assert cfg.load_from == 'ckpt.pth'
+    assert cfg.test_evaluator[0]['type'] == 'Accuracy'
+    assert cfg.test_evaluator[1] == dict(type='DumpResults', out_file_path='preds.pkl')
+    with pytest.raises(SystemExit, match='.pkl'):
+        test_tool.setup_cfg(test_tool.parse_args([CIFAR100_CFG, 'c.pth', '--out', 'p.json']))
+    table = test_tool.format_metrics({'accuracy/top1': 26.5625, 'coco/bbox_mAP': 0.337,
+                                      'note': 'x'})
+    lines = table.splitlines()
+    assert lines[1].split('|')[1].strip() == 'metric'
+    assert any('accuracy/top1' in ln and '26.5625' in ln for ln in lines)
+    assert any('coco/bbox_mAP' in ln and '0.3370' in ln for ln in lines)
+    assert 'no metrics' in test_tool.format_metrics({})
+
+
+def test_test_tool_missing_checkpoint(test_tool, tmp_path):
+    with pytest.raises(SystemExit, match='does not exist'):
+        test_tool.main([CIFAR100_CFG, str(tmp_path / 'nope.pth')])
+
+
+# -------------------------------------------------------------------------- extract_backbone
+def test_extract_backbone(tmp_path, capsys):
+    from mmengine.logging import MessageHub
+    tool = _tool('extract_backbone')
+    hub = MessageHub('extract-test')
+    hub.update_scalar('train/loss', 1.0)
+    sd = {'backbone.conv1.weight': torch.randn(4, 3, 3, 3), 'backbone.bn1.weight': torch.ones(4),
+          'backbone.layer1.shortcuts.0.weight': torch.ones(1, 4, 1, 1),
+          'neck.dummy': torch.zeros(1), 'head.fc.weight': torch.randn(10, 4),
+          'head.fc.bias': torch.zeros(10)}
+    src = tmp_path / 'epoch_1.pth'
+    torch.save(dict(meta=dict(epoch=1, seed=np.int64(0)), state_dict=sd,
+                    message_hub=hub.state_dict()), src)
+    dst = tmp_path / 'out' / 'backbone.pth'
+    assert tool.main([str(src), str(dst)]) == 3
+    out = capsys.readouterr().out
+    assert 'kept 3 tensors' in out and 'dropped 3 (head: 2, neck: 1)' in out
+    loaded = torch.load(dst, weights_only=True)  # plain tensors only
+    assert sorted(loaded) == ['bn1.weight', 'conv1.weight', 'layer1.shortcuts.0.weight']
+    assert torch.equal(loaded['conv1.weight'], sd['backbone.conv1.weight'])
+    with pytest.raises(SystemExit, match='exists'):
+        tool.main([str(src), str(dst)])
+    with pytest.raises(SystemExit, match='no key'):
+        tool.main([str(src), str(dst), '--force', '--prefix', 'encoder.'])
+
+
+def test_extracted_backbone_loads_into_dsnet(tmp_path):
+    from mmdsnet.models import DSNet
+    tool = _tool('extract_backbone')
+    net = DSNet(depth=26, stem='cifar', base_channels=8)
+    sd = {f'backbone.{k}': v for k, v in net.state_dict().items()}
+    sd['head.fc.weight'] = torch.zeros(3, 256)
+    torch.save({'state_dict': sd}, tmp_path / 'cls.pth')
+    tool.main([str(tmp_path / 'cls.pth'), str(tmp_path / 'bb.pth')])
+    fresh = DSNet(depth=26, stem='cifar', base_channels=8)
+    fresh.load_state_dict(torch.load(tmp_path / 'bb.pth', weights_only=True), strict=True)
+    for k, v in net.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v)
+
+
+# ---------------------------------------------------------------------------- dataset checks
+def _cifar_cfg(path, root):
+    cfg = Config.fromfile(path)
+    for split in ('train', 'val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.data_root = str(root)
+    return cfg
+
+
+def _write_batch(path, n=4):
+    with open(path, 'wb') as f:
+        pickle.dump({'data': np.zeros((n, 3072), np.uint8), 'fine_labels': [0] * n}, f,
+                    protocol=2)
+
+
+@pytest.fixture
+def no_md5(monkeypatch):
+    """Accept generated CIFAR files (mmpretrain checks the official files' md5)."""
+    from mmpretrain.datasets import CIFAR10, CIFAR100
+    monkeypatch.setattr(CIFAR100, 'train_list', [['train', None]])
+    monkeypatch.setattr(CIFAR100, 'test_list', [['test', None]])
+    monkeypatch.setattr(CIFAR10, 'train_list', [[f'data_batch_{i}', None] for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, 'test_list', [['test_batch', None]])
+
+
+def test_cifar_missing_root(tmp_path):
+    root = tmp_path / 'cifar100'
+    with pytest.raises(DatasetCheckError) as info:
+        check_datasets(_cifar_cfg(CIFAR100_CFG, root), ['train', 'val'])
+    msg = str(info.value)
+    assert f'data_root {root} does not exist' in msg
+    assert str(root / 'cifar-100-python') in msg
+    assert msg.count('does not exist') == 1  # train and val share the root: said once
+
+
+def test_cifar_archive_not_extracted(tmp_path):
+    (tmp_path / 'cifar-100-python.tar.gz').write_bytes(b'\x1f\x8b')
+    problems = find_problems(_cifar_cfg(CIFAR100_CFG, tmp_path), ['train'])
+    assert len(problems) == 1 and 'not extracted' in problems[0] and 'tar -xzf' in problems[0]
+
+
+def test_cifar_files_without_subfolder(tmp_path, no_md5):
+    for name in ('train', 'test'):
+        _write_batch(tmp_path / name)
+    problems = find_problems(_cifar_cfg(CIFAR100_CFG, tmp_path), ['train'])
+    assert 'directly in' in problems[0] and 'cifar-100-python/' in problems[0]
+
+
+def test_cifar_wrong_kind(tmp_path):
+    (tmp_path / 'cifar-10-batches-py').mkdir()
+    problems = find_problems(_cifar_cfg(CIFAR100_CFG, tmp_path), ['train'])
+    assert 'cifar-10-batches-py/ (CIFAR10)' in problems[0] and 'CIFAR100' in problems[0]
+
+
+def test_cifar_missing_and_malformed_files(tmp_path, no_md5):
+    base = tmp_path / 'cifar-10-batches-py'
+    base.mkdir()
+    for i in range(1, 5):
+        _write_batch(base / f'data_batch_{i}')
+    (base / 'test_batch').write_text('not a pickle')
+    problems = find_problems(_cifar_cfg(CIFAR10_CFG, tmp_path), ['train'])
+    assert any(f'{base / "data_batch_5"} is missing' in p for p in problems)
+    assert any('test_batch is not a pickled CIFAR batch' in p for p in problems)
+
+
+def test_cifar_md5_mismatch(tmp_path):
+    base = tmp_path / 'cifar-100-python'
+    base.mkdir()
+    for name in ('train', 'test'):
+        _write_batch(base / name)
+    problems = find_problems(_cifar_cfg(CIFAR100_CFG, tmp_path), ['train'])
+    assert len(problems) == 2 and all('md5' in p for p in problems)
+
+
+def test_cifar_ok(tmp_path, no_md5):
+    base = tmp_path / 'cifar-100-python'
+    base.mkdir()
+    for name in ('train', 'test'):
+        _write_batch(base / name)
+    check_datasets(_cifar_cfg(CIFAR100_CFG, tmp_path), ['train', 'val', 'test'])
+
+
+def _in1k_cfg(root):
+    cfg = Config.fromfile(IN1K_CFG)
+    for split in ('train', 'val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.data_root = str(root)
+    return cfg
+
+
+def _touch_image(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'\xff\xd8\xff')
+
+
+def test_imagenet_layouts(tmp_path):
+    root = tmp_path / 'imagenet'
+    problems = find_problems(_in1k_cfg(root), ['train'])
+    assert problems == [f'train_dataloader: ImageNet: data_root {root} does not exist '
+                        f'(looked for {root / "train"}/)']
+    # class folders for train, flat val without meta/val.txt
+    _touch_image(root / 'train' / 'n01440764' / 'a.JPEG')
+    _touch_image(root / 'val' / 'ILSVRC2012_val_00000001.JPEG')
+    problems = find_problems(_in1k_cfg(root), ['train', 'val'])
+    assert len(problems) == 1 and problems[0].startswith('val_dataloader')
+    assert 'holds images directly' in problems[0] and str(root / 'meta' / 'val.txt') in problems[0]
+    # meta/val.txt listing a missing file
+    (root / 'meta').mkdir()
+    (root / 'meta' / 'val.txt').write_text('ILSVRC2012_val_00000002.JPEG 65\n')
+    problems = find_problems(_in1k_cfg(root), ['val'])
+    assert 'lists ILSVRC2012_val_00000002.JPEG' in problems[0] and 'missing' in problems[0]
+    (root / 'meta' / 'val.txt').write_text('ILSVRC2012_val_00000001.JPEG 65\n')
+    assert find_problems(_in1k_cfg(root), ['train', 'val', 'test']) == []
+    # an empty class folder
+    (root / 'train' / 'a_empty').mkdir()
+    problems = find_problems(_in1k_cfg(root), ['train'])
+    assert 'a_empty/ holds no images' in problems[0]
+
+
+def test_unknown_dataset_type_gets_the_generic_check(tmp_path):
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(
+        type='ConcatDataset', datasets=[dict(type='MyDataset', data_root=str(tmp_path / 'x'))]))))
+    problems = find_problems(cfg, ['train'])
+    assert problems == [f'train_dataloader: MyDataset: data_root {tmp_path / "x"} does not exist']

@@ -1,0 +1,114 @@
+"""Evaluate a checkpoint with an mmdsnet config (classification or detection).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
+                         [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+
+Like tools/train.py it imports only mmengine and mmdsnet; the config's ``default_scope`` picks
+mmpretrain or mmdet. It ends by printing the metrics the evaluator returned as a table.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmdsnet  # noqa: F401  (registers mmdsnet's models)
+from mmdsnet.compat import patch_torch_load
+from mmdsnet.datasets.checks import DatasetCheckError, check_datasets
+from mmdsnet.engine import prepare_cfg
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (evaluate) a checkpoint')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
+    parser.add_argument(
+        '--out', help='also dump the raw predictions to this pickle file (.pkl / .pickle)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, e.g. test_dataloader.batch_size=64')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def setup_cfg(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise SystemExit(f'--out must be a .pkl or .pickle file, got {args.out}')
+        # Detection results need mmdet's dumper (it encodes masks); anything else is generic.
+        dumper = 'DumpDetResults' if cfg.get('default_scope') == 'mmdet' else 'DumpResults'
+        evaluators = cfg.test_evaluator
+        evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
+        cfg.test_evaluator = evaluators + [dict(type=dumper, out_file_path=args.out)]
+    return cfg
+
+
+def format_metrics(metrics: dict) -> str:
+    """A two-column text table of the metrics (any keys: accuracy/top1, coco/bbox_mAP ...)."""
+    if not metrics:
+        return 'no metrics were returned (does the config set test_evaluator?)'
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            text = f'{value:.4f}'
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, float) for v in value):
+            text = ', '.join(f'{v:.4f}' for v in value)
+        else:
+            text = str(value)
+        rows.append((str(key), text))
+    width_k = max(len('metric'), *(len(k) for k, _ in rows))
+    width_v = max(len('value'), *(len(v) for _, v in rows))
+    rule = f'+-{"-" * width_k}-+-{"-" * width_v}-+'
+    lines = [rule, f'| {"metric".ljust(width_k)} | {"value".ljust(width_v)} |', rule]
+    lines += [f'| {k.ljust(width_k)} | {v.rjust(width_v)} |' for k, v in rows]
+    lines.append(rule)
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = setup_cfg(args)
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        raise SystemExit(f'error: checkpoint {osp.abspath(args.checkpoint)} does not exist')
+    patch_torch_load(trusted_dirs=[cfg.work_dir])
+    try:
+        check_datasets(cfg, ['test'])
+    except DatasetCheckError as e:
+        raise SystemExit(f'error: {e}') from None
+
+    cfg = prepare_cfg(cfg, args.launcher)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    metrics = runner.test()
+    if runner.rank == 0:  # the LoggerHook already wrote them to the log; this is for people
+        print(f'metrics of {args.checkpoint}:\n{format_metrics(metrics)}', flush=True)
+    return metrics
+
+
+if __name__ == '__main__':
+    main()
