@@ -1,0 +1,38 @@
+"""The bad inputs of docs/robustness.md: each gets a message that names the problem and the fix."""
+import pytest
+from mmengine.config import Config
+
+import mmdsnet  # noqa: F401
+from mmdsnet.engine import ConfigError, check_cfg
+
+
+def test_unknown_backbone_argument_in_a_config_names_class_and_argument():
+    registry = pytest.importorskip('mmpretrain.registry').MODELS
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        with pytest.raises(TypeError, match=r"DSNet.*unexpected keyword argument 'dcn'"):
+            registry.build(dict(type='DSNet', depth=50, dcn=dict(type='DCNv2')))
+
+
+@pytest.mark.parametrize('type_name', ['mmdet.DSNet', 'mmpretrain.DS2Net'])
+def test_wrongly_scoped_type_is_refused_with_the_fix(type_name):
+    cfg = Config(dict(default_scope='mmdet', custom_imports=dict(imports=['mmdsnet']),
+                      model=dict(type='FasterRCNN', backbone=dict(type=type_name))))
+    name = type_name.split('.')[1]
+    with pytest.raises(ConfigError, match=rf"model.backbone.type='{type_name}': {name} is "
+                       rf"registered by mmdsnet.*Write type='{name}' or type='mmdsnet.{name}'"):
+        check_cfg(cfg)
+
+
+def test_missing_default_scope_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"default_scope is None.*default_scope='mmpretrain'"):
+        check_cfg(Config(dict(model=dict(type='ImageClassifier'))))
+
+
+def test_missing_custom_imports_warns_about_upstream_tools():
+    cfg = Config(dict(default_scope='mmpretrain',
+                      model=dict(type='ImageClassifier', backbone=dict(type='DSNet'))))
+    (warning, ) = check_cfg(cfg)
+    assert "no custom_imports=dict(imports=['mmdsnet']" in warning
+    cfg.custom_imports = dict(imports=['mmdsnet'], allow_failed_imports=False)
+    assert check_cfg(cfg) == []
