@@ -273,6 +273,14 @@ def test_imagenet_layouts(tmp_path):
     assert 'lists ILSVRC2012_val_00000002.JPEG' in problems[0] and 'missing' in problems[0]
     (root / 'meta' / 'val.txt').write_text('ILSVRC2012_val_00000001.JPEG 65\n')
     assert find_problems(_in1k_cfg(root), ['train', 'val', 'test']) == []
+    # unlabelled flat folders are fine (mmpretrain's ImageNet 'test' split, with_label=False)
+    _touch_image(root / 'test' / 'x.JPEG')
+    cfg = _in1k_cfg(root)
+    cfg.test_dataloader.dataset.split = 'test'
+    assert find_problems(cfg, ['test']) == []
+    cfg = Config(dict(test_dataloader=dict(dataset=dict(
+        type='CustomDataset', data_root=str(root / 'test'), with_label=False))))
+    assert find_problems(cfg, ['test']) == []
     # an empty class folder
     (root / 'train' / 'a_empty').mkdir()
     problems = find_problems(_in1k_cfg(root), ['train'])

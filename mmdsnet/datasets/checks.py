@@ -197,6 +197,10 @@ def check_image_folder(dataset_cfg: dict) -> List[str]:
     classes = [e for e in entries if osp.isdir(osp.join(img_dir, e))]
     if not classes:
         images = [e for e in entries if e.lower().endswith(_IMG_EXTENSIONS)]
+        # Unlabelled sets (with_label=False; mmpretrain's ImageNet 'test' split) are flat.
+        unlabelled = dataset_cfg.get('with_label', True) is False or split == 'test'
+        if images and unlabelled:
+            return []
         if images:
             return [f'{kind}: {_shown(img_dir)}/ holds images directly but no annotation list; '
                     f'sort them into one folder per class or add '
