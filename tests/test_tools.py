@@ -87,6 +87,12 @@ def test_auto_scale_lr_without_base_batch_size(train_tool, tmp_path):
         train_tool.setup_cfg(train_tool.parse_args([str(cfg_file), '--auto-scale-lr']))
 
 
+def test_amp_on_cpu_is_refused_early(train_tool, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_tool, 'get_device', lambda: 'cpu')
+    with pytest.raises(SystemExit, match='--amp needs a GPU'):
+        train_tool.main([CIFAR100_CFG, '--amp', '--work-dir', str(tmp_path / 'wd')])
+
+
 def test_train_stops_on_missing_dataset(train_tool, tmp_path, capsys):
     missing = tmp_path / 'nowhere'
     with pytest.raises(SystemExit) as info:

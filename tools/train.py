@@ -16,6 +16,7 @@ import os.path as osp
 import sys
 
 from mmengine.config import Config, DictAction
+from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -131,6 +132,9 @@ def describe_batch_and_lr(cfg, world_size: int) -> str:
 def main(argv=None):
     args = parse_args(argv)
     cfg = setup_cfg(args)
+    if args.amp and get_device() == 'cpu':  # mmengine would assert deep inside the Runner
+        raise SystemExit('error: --amp needs a GPU (mmengine\'s AmpOptimWrapper supports CUDA, '
+                         'NPU, MLU and MUSA); drop --amp to train on the CPU')
 
     # torch>=2.6 + mmengine 0.10.7: Runner checkpoints must load for --resume / load_from. The
     # run's own work_dir is trusted in case a checkpoint needs full unpickling.
