@@ -147,6 +147,9 @@ def load_checkpoint_file(filename: str, map_location=None):
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} can not be found')
     _check_format(filename)
+    # Re-assert the allowlist on every load: leaving a torch.serialization.safe_globals(...)
+    # context removes its globals process-wide, even ones patch_torch_load() had added.
+    torch.serialization.add_safe_globals(safe_globals())
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -157,3 +157,13 @@ def test_legacy_format_still_loads(tmp_path):
     path = tmp_path / 'legacy.pth'
     torch.save({'w': torch.ones(1)}, path, _use_new_zipfile_serialization=False)
     assert torch.equal(compat.load_checkpoint_file(str(path))['w'], torch.ones(1))
+
+
+def test_loader_survives_a_safe_globals_context(tmp_path):
+    """torch's safe_globals context removes its globals on exit, even pre-existing ones."""
+    path = tmp_path / 'iter_3.pth'
+    _runner_like_checkpoint(path)
+    with torch.serialization.safe_globals(compat.safe_globals()):
+        pass
+    ckpt = compat.load_checkpoint_file(str(path))
+    assert isinstance(ckpt['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
