@@ -6,9 +6,10 @@ annotation file or image folder is missing, and how many of the images its json 
 
 The checks are plain Python (json + os) so that ``tools/data/prepare_coco2014.py`` can use them
 without mmdet. :func:`check_coco_dataset` is registered with :mod:`mmdsnet.datasets.checks` for
-``CocoDataset`` and ``Coco2014Dataset``, so tools/train.py's pre-run dataset check covers COCO. :class:`Coco2014Dataset` is registered in mmdet's ``DATASETS`` when this module is
-imported (the detection configs list ``'mmdsnet.datasets.coco'`` in ``custom_imports``); importing
-``mmdsnet`` alone never imports this module, and so never mmdet.
+``CocoDataset`` and ``Coco2014Dataset``, so tools/train.py's pre-run dataset check covers COCO.
+:class:`Coco2014Dataset` is registered in mmdet's ``DATASETS`` when this module is imported (the
+detection configs list ``'mmdsnet.datasets.coco'`` in ``custom_imports``; the checks framework
+imports it too). ``import mmdsnet`` alone never imports this module, and so never mmdet.
 """
 import json
 import os
@@ -32,7 +33,8 @@ COCO2014_SPLITS: Dict[str, int] = {
     'val2017': 5000,
 }
 
-LAYOUT_HINT = ('Expected layout (docs/detection.md): DATA_ROOT/annotations/instances_train2014.json, '
+LAYOUT_HINT = ('Expected layout (docs/detection.md): '
+               'DATA_ROOT/annotations/instances_train2014.json, '
                'DATA_ROOT/annotations/instances_val2014.json, DATA_ROOT/train2014/*.jpg, '
                'DATA_ROOT/val2014/*.jpg; run `python tools/data/prepare_coco2014.py DATA_ROOT` to '
                'check a folder (and --make-minival to derive the minival2014 json).')
@@ -44,16 +46,16 @@ class CocoLayoutError(FileNotFoundError):
 
 def _listing(folder: str, limit: int = 10) -> str:
     if not osp.isdir(folder):
-        return f'{folder} does not exist either'
+        return f'{osp.abspath(folder)} does not exist either'
     names = sorted(os.listdir(folder))
     shown = names[:limit] + ([f'... ({len(names) - limit} more)'] if len(names) > limit else [])
-    return f'{folder} holds {shown}'
+    return f'{osp.abspath(folder)} holds {shown}'
 
 
 def check_ann_file(ann_file: str) -> None:
     """Raise :class:`CocoLayoutError` naming ``ann_file`` (and what its folder holds) if absent."""
     if not osp.isfile(ann_file):
-        raise CocoLayoutError(f'COCO annotation file missing: {ann_file} '
+        raise CocoLayoutError(f'COCO annotation file missing: {osp.abspath(ann_file)} '
                               f'({_listing(osp.dirname(ann_file) or ".")}). {LAYOUT_HINT}')
 
 
@@ -62,7 +64,7 @@ def check_img_dir(img_dir: str, num_listed: Optional[int] = None, ann_file: str 
     if not osp.isdir(img_dir):
         listed = (f'; {ann_file} lists {num_listed} images in it' if num_listed is not None
                   else '')
-        raise CocoLayoutError(f'COCO image folder missing: {img_dir}{listed} '
+        raise CocoLayoutError(f'COCO image folder missing: {osp.abspath(img_dir)}{listed} '
                               f'({_listing(osp.dirname(osp.normpath(img_dir)) or ".")}). '
                               f'{LAYOUT_HINT}')
 
@@ -109,7 +111,7 @@ def check_images(file_names: Iterable[str], img_dir: str, ann_file: str = '',
     if missing:
         raise CocoLayoutError(
             f'COCO images missing: {ann_file} lists {listed} images, only {found} are in '
-            f'{img_dir} ({len(missing)} missing, e.g. {missing[:3]}). An interrupted download or '
+            f'{osp.abspath(img_dir)} ({len(missing)} missing, e.g. {missing[:3]}). An interrupted download or '
             f'unzip, or images of another split (2014 names look like '
             f'COCO_val2014_000000000042.jpg, 2017 names like 000000000042.jpg). {LAYOUT_HINT}')
     return listed, found
