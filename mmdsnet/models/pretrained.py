@@ -51,12 +51,12 @@ def pretrained_cfg(init_cfg) -> Optional[dict]:
 def _load_local(filename: str, map_location):
     """A local checkpoint through :func:`mmdsnet.compat.load_checkpoint_file` (weights-only)."""
     try:
-        from ..compat import load_checkpoint_file, safe_globals
+        from ..compat import load_checkpoint_file
     except ImportError:  # pragma: no cover  (compat ships with mmdsnet)
         return torch.load(filename, map_location=map_location, weights_only=True)
-    # The Runner-checkpoint allowlist, for this load only (patch_torch_load makes it global).
-    with torch.serialization.safe_globals(safe_globals()):
-        return load_checkpoint_file(filename, map_location=map_location)
+    # No torch.serialization.safe_globals(...) context here: leaving one removes its globals
+    # process-wide; load_checkpoint_file allowlists the Runner's types itself.
+    return load_checkpoint_file(filename, map_location=map_location)
 
 
 def read_state_dict(filename: str, map_location='cpu') -> Dict[str, torch.Tensor]:
