@@ -61,7 +61,7 @@ def test_config_follows_recipe(path):
     assert cfg.custom_imports['allow_failed_imports'] is False
     # The name states the batch: per-GPU batch in the config, total = auto_scale_lr's base.
     assert cfg.train_dataloader.batch_size == per_gpu
-    assert cfg.auto_scale_lr == dict(base_batch_size=gpus * per_gpu)
+    assert cfg.auto_scale_lr == dict(base_batch_size=gpus * per_gpu, enable=True)
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.momentum) == ('SGD', 0.9)
     assert cfg.model.type == 'ImageClassifier'

@@ -65,12 +65,17 @@ def test_work_dir_amp_and_cfg_options(train_tool):
 
 
 def test_auto_scale_lr_flag_and_log_line(train_tool):
+    # on by default: a run on fewer GPUs scales the lr and says so
     cfg = train_tool.setup_cfg(train_tool.parse_args([CIFAR100_CFG]))
-    assert 'enable' not in cfg.auto_scale_lr
+    assert cfg.auto_scale_lr.enable is True
     line = train_tool.describe_batch_and_lr(cfg, world_size=1)
     assert 'total batch size 128 (1 process(es) x 128)' in line
-    assert 'WARNING' not in line
+    assert 'effective lr 0.1' in line and 'WARNING' not in line
     cfg.train_dataloader.batch_size = 32
+    line = train_tool.describe_batch_and_lr(cfg, world_size=2)
+    assert 'total batch size 64' in line and 'effective lr 0.05' in line
+    # switched off, a mismatch is a warning
+    cfg.auto_scale_lr.enable = False
     line = train_tool.describe_batch_and_lr(cfg, world_size=2)
     assert 'total batch size 64' in line and 'NOT scaled' in line and '0.05' in line
 

@@ -11,7 +11,6 @@ _base_ = [
 model = dict(
     backbone=dict(
         block='bottle2neck',
-        block_cfg=dict(base_width=26, scales=4, inner_shortcut=True),
-        # The DS2 shortcut normalizes the 3x3 group's 104/208/416/832 channels, which 32
-        # groups do not divide; 8 divides them and every dense shortcut's 256..2048.
-        shortcut_norm_cfg=dict(type='GN', num_groups=8)))
+        # The default GN picks the largest group count <= 32 dividing each shortcut: 26 for the
+        # DS2 shortcut's 104/208/416/832 channels, 32 for the dense shortcuts' 256..2048.
+        block_cfg=dict(base_width=26, scales=4, inner_shortcut=True)))

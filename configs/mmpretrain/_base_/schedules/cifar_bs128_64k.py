@@ -17,5 +17,5 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4000, max_keep_ckpts=3))
 log_processor = dict(by_epoch=False)
 
-# tools/train.py --auto-scale-lr scales lr linearly when the total batch is not 128.
-auto_scale_lr = dict(base_batch_size=128)
+# On by default: lr scales linearly when the total batch is not 128 (the log says so).
+auto_scale_lr = dict(base_batch_size=128, enable=True)

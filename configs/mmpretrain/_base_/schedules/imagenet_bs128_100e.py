@@ -11,5 +11,5 @@ train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 
-# tools/train.py --auto-scale-lr scales lr linearly when the total batch is not 128.
-auto_scale_lr = dict(base_batch_size=128)
+# On by default: lr scales linearly when the total batch is not 128 (the log says so).
+auto_scale_lr = dict(base_batch_size=128, enable=True)
