@@ -118,7 +118,8 @@ def build_rows(paths: List[str], names: Optional[List[str]] = None, paper: bool 
     for i, p in enumerate(paths):
         metrics, src = read_metrics(p)
         name = names[i] if names else osp.basename(osp.normpath(p))
-        rows.append((name, osp.relpath(src), tuple(100 * metrics[k] for _, k in COLUMNS)))
+        shown = osp.relpath(src) if not osp.relpath(src).startswith('..') else osp.abspath(src)
+        rows.append((name, shown, tuple(100 * metrics[k] for _, k in COLUMNS)))
     return rows
 
 
