@@ -161,3 +161,33 @@ def test_forward_backward_narrow(name):
                    for n, p in bb.layer3.named_parameters())
     # norm_eval: BatchNorm stays in eval mode while the detector trains.
     assert not bb.layer3.block(0).bn1.training
+
+
+@pytest.mark.parametrize('det, cls', [
+    ('faster_rcnn_r50_coco.py', 'resnet/resnet50_4xb32_in1k.py'),
+    ('faster_rcnn_dsnet50_coco.py', 'dsnet/dsnet50_4xb32_in1k.py'),
+    ('faster_rcnn_ds2net50_coco.py', 'dsnet/ds2net50_4xb32_in1k.py'),
+])
+def test_imagenet_checkpoint_fits_the_detector_backbone(det, cls):
+    """Every backbone tensor of the ImageNet classifier config matches the detection row's
+    backbone, key for key and shape for shape: its checkpoint will log 'loaded M/M'."""
+    pytest.importorskip('mmpretrain')
+    cls_path = ROOT / 'configs' / 'mmpretrain' / cls
+    if not cls_path.exists():
+        pytest.skip(f'{cls_path} not in this checkout')
+    cls_cfg = Config.fromfile(str(cls_path))
+    if cls_cfg.get('custom_imports'):
+        import_modules_from_strings(**cls_cfg.custom_imports)
+    import mmdsnet  # noqa: F401  (the classification configs may use type='mmdsnet.DSNet')
+    from mmpretrain.registry import MODELS as CLS_MODELS
+    init_default_scope('mmpretrain')
+    cls_cfg.model.backbone.init_cfg = None
+    classifier = CLS_MODELS.build(cls_cfg.model)
+    source = {k[len('backbone.'):]: tuple(v.shape) for k, v in classifier.state_dict().items()
+              if k.startswith('backbone.')}
+    det_cfg = _load(ROOT / 'configs' / det)
+    det_cfg.model.backbone.init_cfg = None
+    from mmdet.registry import MODELS
+    backbone = MODELS.build(det_cfg.model.backbone)
+    target = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
+    assert source == target
