@@ -10,6 +10,7 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from torch import Tensor, nn
 
 from .layers import DenseShortcut, build_shortcut_norm
+from .layers.fused import dense_aggregate, fused_supported, normalize_once, resolve_impl
 
 
 def bottleneck_width(planes: int, groups: int = 1, width_per_group: int = 64) -> int:
@@ -30,6 +31,9 @@ class _Block(nn.Module):
     """Shared parts: the projection of block 0 and the DS2 inner shortcut (paper 3.3, [59])."""
 
     expansion = 1
+    # DS2's inner shortcut: 'fused', 'reference' or 'checkpoint' (treated as 'reference' here:
+    # one source, nothing to gain); None follows the default (see mmdsnet.models.layers.fused).
+    shortcut_impl: Optional[str] = None
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, conv_cfg: Optional[dict],
                  norm_cfg: dict) -> None:
@@ -63,6 +67,14 @@ class _Block(nn.Module):
         if self.has_inner_shortcut:
             out = self.inner_shortcut(out, [self.inner_norm(u)])
         return out
+
+    def _inner_aggregate(self, out: Tensor, u: Tensor) -> Tensor:
+        """``act(out + w * N(u))`` (DS2Net), fused unless ``impl='reference'``: the fused form
+        keeps neither ``N(u)`` nor the sum for backward (``u`` is the saved 3x3 conv input)."""
+        if (resolve_impl(self.shortcut_impl) == 'fused' and fused_supported(self.inner_norm)):
+            n, st = normalize_once(self.inner_norm, u, torch.is_grad_enabled())
+            return dense_aggregate(out, self.inner_shortcut.weight, [u], [n], [st], act=True)
+        return self.relu(self._add_inner_shortcut(out, u))
 
     def project(self, x: Tensor) -> Tensor:
         """Block 0's shortcut: the projection, or the identity where shapes match."""
@@ -131,7 +143,7 @@ class DSBottleneck(_Block):
     def forward(self, x: Tensor) -> Tensor:
         u = self.relu(getattr(self, self._norm1)(self.conv1(x)))
         out = getattr(self, self._norm2)(self.conv2(u))
-        out = self.relu(self._add_inner_shortcut(out, u))
+        out = self._inner_aggregate(out, u) if self.has_inner_shortcut else self.relu(out)
         return getattr(self, self.last_norm_name)(self.conv3(out))
 
 
@@ -186,5 +198,5 @@ class DSBottle2neck(_Block):
         outs.append(splits[-1] if self.pool is None else self.pool(splits[-1]))
         out = torch.cat(outs, 1)
         if self.has_inner_shortcut:
-            out = self.relu(self._add_inner_shortcut(out, u))
+            out = self._inner_aggregate(out, u)
         return getattr(self, self.last_norm_name)(self.conv3(out))

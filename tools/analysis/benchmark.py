@@ -1,0 +1,367 @@
+"""Table 9 of the paper, measured: training time and memory, inference speed, params and FLOPs.
+
+One process, one device, every model in the same harness (classification setting: backbone +
+global average pooling + a linear 1000-class head + cross-entropy + one SGD step), ResNet50 as the
+baseline every ratio refers to:
+
+* training time per iteration: ``--repeats`` rounds after ``--warmup`` steps; in each round every
+  model runs ``--iters`` steps in turn, the order reversed every other round, so that slow phases
+  of a shared machine hit every model alike; median and spread (min, max) over rounds;
+  ``torch.cuda.synchronize`` around each timed stretch on CUDA;
+* training peak memory: CUDA, ``max_memory_allocated`` over one step after
+  ``reset_peak_memory_stats`` (parameters, gradients and momentum included, as a GPU's memory is);
+  CPU, the growth of the process's peak RSS over one step (after a warm-up step; gradients are
+  freed between steps, so they count), each model in its own subprocess so that no model inherits
+  another's peak, with glibc's mmap threshold fixed so that freed tensors go back to the OS;
+* inference images/s (eval mode, ``torch.inference_mode``), alternated like training;
+* parameters and FLOPs of the whole classifier (MMEngine's ``get_model_complexity_info``).
+
+Models: the names in :data:`ZOO`, a config file (its ``model.backbone`` is used), each optionally
+suffixed ``@fused``, ``@reference`` or ``@checkpoint`` to pick the dense-shortcut implementation
+(otherwise ``--impl``). Examples::
+
+    python tools/analysis/benchmark.py --models ResNet50 DSNet50 DS2Net50 --batch-size 8
+    python tools/analysis/benchmark.py --models ResNet50 DSNet50@reference DSNet50@fused \\
+        --out work_dirs/bench.json
+    python tools/analysis/benchmark.py --device cuda --batch-size 32   # the paper's per-GPU batch
+"""
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+# The paper's Table 9 (four 1080Ti GPUs, batch 32 per GPU): memory per GPU (MB), s / iteration.
+PAPER = {
+    'ResNet50': (3929, 0.31),
+    'ResNet152': (7095, 0.63),
+    'DenseNet264': (9981, 0.60),
+    'DSNet50': (4777, 0.37),
+    'DS2Net50': (5133, 0.39),
+}
+BASELINE = 'ResNet50'
+DEFAULT_MODELS = ['ResNet50', 'ResNet152', 'DenseNet264', 'DSNet50', 'DS2Net50']
+
+
+def _dsnet(**kw):
+    from mmdsnet.models import DSNet
+    return DSNet(**kw)
+
+
+def _mmpretrain(name, **kw):
+    from mmpretrain.models import DenseNet, ResNet
+    return {'ResNet': ResNet, 'DenseNet': DenseNet}[name](**kw)
+
+
+ZOO = {
+    'ResNet50': lambda: _dsnet(depth=50, shortcut='identity'),
+    'ResNet152': lambda: _dsnet(depth=152, shortcut='identity'),
+    'DSNet50': lambda: _dsnet(depth=50),
+    'DS2Net50': lambda: _dsnet(depth=50, block_cfg=dict(inner_shortcut=True)),
+    'DSNet101': lambda: _dsnet(depth=101),
+    'DS2Net101': lambda: _dsnet(depth=101, block_cfg=dict(inner_shortcut=True)),
+    # mmpretrain's own ResNet50: the check that our identity mode costs what theirs does
+    'ResNet50-mmpretrain': lambda: _mmpretrain('ResNet', depth=50),
+    # DenseNet-264 (Huang et al.): growth 32, blocks 6-12-64-48; not in mmpretrain's arch table
+    'DenseNet264': lambda: _mmpretrain(
+        'DenseNet', arch=dict(growth_rate=32, depths=[6, 12, 64, 48], init_channels=64)),
+}
+
+
+class Classifier(nn.Module):
+    """backbone -> last feature map -> global average pool -> linear head (1000 classes)."""
+
+    def __init__(self, backbone: nn.Module, channels: int, num_classes: int = 1000):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        feat = self.backbone(x)
+        feat = feat[-1] if isinstance(feat, (tuple, list)) else feat
+        return self.head(feat.mean((2, 3)))
+
+
+def parse_spec(spec: str, default_impl: str):
+    name, _, impl = spec.partition('@')
+    return name, impl or default_impl
+
+
+def build(spec: str, default_impl: str) -> nn.Module:
+    name, impl = parse_spec(spec, default_impl)
+    if name in ZOO:
+        backbone = ZOO[name]()
+    elif name.endswith('.py') and os.path.exists(name):
+        from mmengine.config import Config
+        from mmengine.registry import MODELS, DefaultScope, init_default_scope
+        import mmdsnet  # noqa: F401
+        cfg = Config.fromfile(name)
+        bcfg = cfg.model.backbone if 'backbone' in cfg.model else cfg.model
+        bcfg.pop('init_cfg', None)  # no checkpoint downloads: timing does not need weights
+        scope = cfg.get('default_scope', 'mmdsnet')
+        init_default_scope(scope)
+        with DefaultScope.overwrite_default_scope(scope):
+            backbone = MODELS.build(bcfg)
+    else:
+        raise SystemExit(f'unknown model {name!r}: use one of {sorted(ZOO)} or a config file path')
+    from mmdsnet.models.layers.fused import set_shortcut_impl
+    set_shortcut_impl(backbone, impl)
+    # No init_weights(): timing and memory do not depend on the values, and MMEngine's
+    # per-parameter init report would flood the log.
+    with torch.no_grad():
+        feat = backbone.eval()(torch.zeros(1, 3, 64, 64))
+    feat = feat[-1] if isinstance(feat, (tuple, list)) else feat
+    return Classifier(backbone, feat.shape[1])
+
+
+class Runner:
+    """One model's training step and inference step on fixed random data."""
+
+    def __init__(self, spec, args, device):
+        torch.manual_seed(0)
+        self.spec = spec
+        self.device = device
+        self.model = build(spec, args.impl).to(device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
+                                   weight_decay=1e-4)
+        n, s = args.batch_size, args.input_size
+        self.x = torch.randn(n, 3, s, s, device=device)
+        self.y = torch.randint(0, 1000, (n, ), device=device)
+        self.loss = nn.CrossEntropyLoss()
+
+    def train_step(self):
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        self.loss(self.model(self.x), self.y).backward()
+        self.opt.step()
+
+    def infer_step(self):
+        self.model.eval()
+        with torch.inference_mode():
+            self.model(self.x)
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, iters, device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / iters
+
+
+def alternate(runners: List[Runner], step: str, iters: int, repeats: int, device,
+              log) -> Dict[str, List[float]]:
+    samples = {r.spec: [] for r in runners}
+    for rep in range(repeats):
+        order = runners if rep % 2 == 0 else runners[::-1]
+        for r in order:
+            samples[r.spec].append(timed(getattr(r, step), iters, device))
+        log(f'  {step} round {rep + 1}/{repeats}: ' + ', '.join(
+            f'{r.spec} {samples[r.spec][-1]:.3f}s' for r in runners))
+    return samples
+
+
+def summary(xs: List[float]) -> dict:
+    return dict(median=statistics.median(xs), min=min(xs), max=max(xs), samples=xs)
+
+
+# ------------------------------------------------------------------------------------ memory
+def _proc_status(key: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(key + ':'):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f'{key} not in /proc/self/status')
+
+
+def memory_child(spec: str, args) -> dict:
+    """Run in a fresh process: warm-up step, reset the RSS high-water mark, one measured step."""
+    torch.set_num_threads(args.threads)
+    runner = Runner(spec, args, torch.device('cpu'))
+    runner.train_step()  # momentum buffers and one-off allocations
+    results = []
+    for _ in range(args.memory_steps):
+        runner.opt.zero_grad(set_to_none=True)
+        gc.collect()
+        before = _proc_status('VmRSS')
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # reset VmHWM to the current RSS (Linux >= 4.0)
+        runner.train_step()
+        results.append((_proc_status('VmHWM') - before, _proc_status('VmHWM')))
+    growth = max(r[0] for r in results)
+    return dict(peak_growth_mb=growth / 2**20, peak_rss_mb=max(r[1] for r in results) / 2**20,
+                samples_mb=[r[0] / 2**20 for r in results])
+
+
+def memory_cpu(spec: str, args) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0',
+               OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES='')
+    cmd = [sys.executable, __file__, '--memory-child', spec, '--impl', args.impl,
+           '--batch-size', str(args.batch_size), '--input-size', str(args.input_size),
+           '--threads', str(args.threads), '--memory-steps', str(args.memory_steps)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f'memory measurement of {spec} failed:\n{out.stderr[-3000:]}')
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_cuda(runner: Runner, device) -> dict:
+    runner.opt.zero_grad(set_to_none=True)
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    runner.train_step()
+    _sync(device)
+    return dict(peak_allocated_mb=torch.cuda.max_memory_allocated(device) / 2**20,
+                peak_reserved_mb=torch.cuda.max_memory_reserved(device) / 2**20)
+
+
+def complexity(runner: Runner, args) -> dict:
+    from mmengine.analysis import get_model_complexity_info
+    model = runner.model.eval()
+    with torch.no_grad():
+        info = get_model_complexity_info(model, input_shape=(3, args.input_size, args.input_size),
+                                         show_table=False, show_arch=False)
+    return dict(params_m=info['params'] / 1e6, gflops=info['flops'] / 1e9)
+
+
+# ------------------------------------------------------------------------------------- report
+def _ratio(v, base):
+    return None if v is None or base in (None, 0) else v / base
+
+
+def table(res: dict, memory_key: str) -> str:
+    base = next((s for s in res['models'] if parse_spec(s, 'x')[0] == BASELINE), None)
+    b = res['models'].get(base, {})
+    rows = [('model', 'params M', 'GFLOPs', 'train s/it (min-max)', 'x R50', 'memory MB', 'x R50',
+             'infer img/s', 'x R50', "paper's MB", 'x', "paper's s/it", 'x')]
+    pr = PAPER[BASELINE]
+    for spec, m in res['models'].items():
+        name = parse_spec(spec, 'x')[0]
+        t = m.get('train_time', {}).get('median')
+        mem = m.get('memory', {}).get(memory_key)
+        ips = m.get('infer_img_s')
+        bt = b.get('train_time', {}).get('median')
+        bm = b.get('memory', {}).get(memory_key)
+        bi = b.get('infer_img_s')
+        p = PAPER.get(name)
+
+        def f(v, fmt):
+            return '-' if v is None else format(v, fmt)
+        rows.append((
+            spec, f(m.get('params_m'), '.2f'), f(m.get('gflops'), '.2f'),
+            '-' if t is None else f"{t:.3f} ({m['train_time']['min']:.3f}-"
+                                  f"{m['train_time']['max']:.3f})",
+            f(_ratio(t, bt), '.3f'), f(mem, '.0f'), f(_ratio(mem, bm), '.3f'), f(ips, '.1f'),
+            f(_ratio(ips, bi), '.3f'),
+            f(p and p[0], 'd'), f(p and p[0] / pr[0], '.2f'), f(p and p[1], '.2f'),
+            f(p and p[1] / pr[1], '.2f')))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ['| ' + ' | '.join(str(c).ljust(w) for c, w in zip(r, widths)) + ' |' for r in rows]
+    lines.insert(1, '|' + '|'.join('-' * (w + 2) for w in widths) + '|')
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[List[str]] = None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--models', nargs='+', default=DEFAULT_MODELS,
+                   help=f'names ({", ".join(sorted(ZOO))}) or config files, each optionally '
+                   'suffixed @fused / @reference / @checkpoint. The baseline ResNet50 is added '
+                   'when missing.')
+    p.add_argument('--batch-size', type=int, default=8)
+    p.add_argument('--input-size', type=int, default=224)
+    p.add_argument('--iters', type=int, default=2, help='training steps per timed stretch')
+    p.add_argument('--repeats', type=int, default=5, help='alternating timed rounds')
+    p.add_argument('--warmup', type=int, default=2, help='untimed steps per model first')
+    p.add_argument('--infer-iters', type=int, default=2)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--impl', default='fused', choices=['fused', 'reference', 'checkpoint'],
+                   help='dense-shortcut implementation for models without an @impl suffix')
+    p.add_argument('--threads', type=int, default=2, help='torch threads (CPU)')
+    p.add_argument('--memory-steps', type=int, default=1, help='measured steps (CPU memory)')
+    p.add_argument('--skip', nargs='*', default=[], choices=['train', 'memory', 'infer', 'flops'])
+    p.add_argument('--out', help='write the results as JSON here')
+    p.add_argument('--memory-child', help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child, args)))
+        return
+    specs = list(dict.fromkeys(args.models))
+    if not any(parse_spec(s, 'x')[0] == BASELINE for s in specs):
+        specs.insert(0, BASELINE)
+    device = torch.device(args.device)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    res = dict(
+        date=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
+        command=' '.join([os.path.relpath(__file__)] + (argv or sys.argv[1:])),
+        machine=dict(platform=platform.platform(), processor=platform.processor(),
+                     cpus=os.cpu_count(), threads=torch.get_num_threads(), torch=torch.__version__,
+                     device=(torch.cuda.get_device_name(device) if device.type == 'cuda'
+                             else 'cpu')),
+        settings=dict(batch_size=args.batch_size, input_size=args.input_size, iters=args.iters,
+                      repeats=args.repeats, warmup=args.warmup, impl=args.impl),
+        models={s: {} for s in specs})
+    log(f"{res['date']}  {res['machine']}  {res['settings']}")
+
+    runners = []
+    for s in specs:
+        log(f'building {s}')
+        runners.append(Runner(s, args, device))
+    for r in runners:
+        if 'flops' not in args.skip:
+            res['models'][r.spec].update(complexity(r, args))
+        else:
+            res['models'][r.spec]['params_m'] = sum(
+                q.numel() for q in r.model.parameters()) / 1e6
+    if 'train' not in args.skip:
+        for r in runners:
+            for _ in range(args.warmup):
+                r.train_step()
+        samples = alternate(runners, 'train_step', args.iters, args.repeats, device, log)
+        for s, xs in samples.items():
+            res['models'][s]['train_time'] = summary(xs)
+    if 'infer' not in args.skip:
+        for r in runners:
+            r.infer_step()
+        samples = alternate(runners, 'infer_step', args.infer_iters, args.repeats, device, log)
+        for s, xs in samples.items():
+            res['models'][s]['infer_img_s'] = args.batch_size / statistics.median(xs)
+            res['models'][s]['infer_time'] = summary(xs)
+    if 'memory' not in args.skip:
+        for r in runners:
+            if device.type == 'cuda':
+                res['models'][r.spec]['memory'] = memory_cuda(r, device)
+            else:
+                res['models'][r.spec]['memory'] = memory_cpu(r.spec, args)
+            log(f"  memory {r.spec}: {res['models'][r.spec]['memory']}")
+    key = 'peak_allocated_mb' if device.type == 'cuda' else 'peak_growth_mb'
+    res['memory_measure'] = key
+    print()
+    print(f"Training memory: {'CUDA max_memory_allocated' if device.type == 'cuda' else 'CPU peak RSS growth over one step'}"
+          f"; paper's columns: Table 9, four 1080Ti GPUs, batch 32 per GPU")
+    print(table(res, key))
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(res, f, indent=1)
+        log(f'wrote {args.out}')
+
+
+if __name__ == '__main__':
+    main()
