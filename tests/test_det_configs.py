@@ -84,7 +84,7 @@ def test_table8_rows(name):
     # 5 epochs, SGD 0.02 for a total batch of 16, one drop after epoch 4.
     assert cfg.train_cfg.max_epochs == 5
     assert cfg.optim_wrapper.optimizer.type == 'SGD' and cfg.optim_wrapper.optimizer.lr == 0.02
-    assert cfg.auto_scale_lr.base_batch_size == 16
+    assert cfg.auto_scale_lr.base_batch_size == 16 and cfg.auto_scale_lr.enable is True
     step = [s for s in cfg.param_scheduler if s.type == 'MultiStepLR'][0]
     assert step.milestones == [4] and step.end == 5
     assert 'mmdsnet' in cfg.custom_imports.imports

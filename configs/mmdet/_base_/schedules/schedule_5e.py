@@ -18,6 +18,7 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001))
 
-# lr 0.02 is for 16 images per iteration; tools/train.py --auto-scale-lr rescales it linearly
-# for another total batch size (e.g. 1 GPU x 2 images: lr 0.0025).
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+# lr 0.02 is for 16 images per iteration. On by default (unlike mmdet's 1x, as in the
+# classification schedules): the Runner rescales the lr linearly to the actual total batch, e.g.
+# 1 GPU x 2 images -> lr 0.0025, instead of running a 1-GPU job at the 8-GPU lr.
+auto_scale_lr = dict(enable=True, base_batch_size=16)
