@@ -36,3 +36,17 @@ def test_missing_custom_imports_warns_about_upstream_tools():
     assert "no custom_imports=dict(imports=['mmdsnet']" in warning
     cfg.custom_imports = dict(imports=['mmdsnet'], allow_failed_imports=False)
     assert check_cfg(cfg) == []
+
+
+def test_train_tool_stops_on_a_wrongly_scoped_config(tmp_path):
+    import subprocess
+    import sys
+    cfg = tmp_path / 'bad.py'
+    cfg.write_text("default_scope = 'mmpretrain'\n"
+                   "model = dict(type='ImageClassifier', backbone=dict(type='mmdet.DSNet'))\n")
+    out = subprocess.run([sys.executable, 'tools/train.py', str(cfg), '--work-dir',
+                          str(tmp_path / 'wd')], capture_output=True, text=True,
+                         cwd=__file__.rsplit('/tests/', 1)[0])
+    assert out.returncode == 1
+    assert "error: " in out.stderr and "registered by mmdsnet, not by mmdet" in out.stderr
+    assert 'Traceback' not in out.stderr

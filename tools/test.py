@@ -9,6 +9,7 @@ mmpretrain or mmdet. It ends by printing the metrics the evaluator returned as a
 import argparse
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
@@ -17,7 +18,7 @@ from mmengine.runner import Runner
 import mmdsnet  # noqa: F401  (registers mmdsnet's models)
 from mmdsnet.compat import patch_torch_load
 from mmdsnet.datasets.checks import DatasetCheckError, check_datasets
-from mmdsnet.engine import prepare_cfg
+from mmdsnet.engine import ConfigError, prepare_cfg
 
 
 def parse_args(argv=None):
@@ -99,7 +100,10 @@ def main(argv=None):
     except DatasetCheckError as e:
         raise SystemExit(f'error: {e}') from None
 
-    cfg = prepare_cfg(cfg, args.launcher)
+    try:
+        cfg = prepare_cfg(cfg, args.launcher)
+    except ConfigError as e:
+        raise SystemExit(f'error: {args.config}: {e}') from None
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:
@@ -107,7 +111,21 @@ def main(argv=None):
     metrics = runner.test()
     if runner.rank == 0:  # the LoggerHook already wrote them to the log; this is for people
         print(f'metrics of {args.checkpoint}:\n{format_metrics(metrics)}', flush=True)
+        table8 = format_table8(metrics, args.checkpoint)
+        if table8:
+            print(table8, flush=True)
     return metrics
+
+
+def format_table8(metrics: dict, name: str) -> str:
+    """COCO bbox metrics in the paper's Table 8 columns, beside the paper's rows ('' if none)."""
+    sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), 'analysis'))
+    from coco_table import COLUMNS, build_rows, format_table
+    if not all(isinstance(metrics.get(k), float) for _, k in COLUMNS):
+        return ''
+    rows = build_rows([]) + [(osp.basename(name), 'this run',
+                              tuple(100 * metrics[k] for _, k in COLUMNS))]
+    return format_table(rows)
 
 
 if __name__ == '__main__':

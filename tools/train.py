@@ -23,7 +23,7 @@ from mmengine.runner import Runner
 import mmdsnet  # noqa: F401  (registers mmdsnet's models)
 from mmdsnet.compat import patch_torch_load
 from mmdsnet.datasets.checks import DatasetCheckError, check_datasets
-from mmdsnet.engine import prepare_cfg
+from mmdsnet.engine import ConfigError, prepare_cfg
 
 
 def parse_args(argv=None):
@@ -146,7 +146,10 @@ def main(argv=None):
     except DatasetCheckError as e:
         raise SystemExit(f'error: {e}') from None
 
-    cfg = prepare_cfg(cfg, args.launcher)
+    try:
+        cfg = prepare_cfg(cfg, args.launcher)
+    except ConfigError as e:
+        raise SystemExit(f'error: {args.config}: {e}') from None
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:

@@ -24,6 +24,7 @@ import pkgutil
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 DOCS = 'docs/classification.md#data-preparation'
+DET_DOCS = 'docs/detection.md#1-prepare-coco-2014-nothing-is-downloaded'
 
 CheckFn = Callable[[dict], List[str]]
 DATASET_CHECKS: Dict[str, CheckFn] = {}
@@ -317,7 +318,9 @@ def check_datasets(cfg, splits: Iterable[str] = ('train', 'val', 'test')) -> Non
         lines = '\n'.join(f'  - {p}' for p in problems)
         raise DatasetCheckError(
             f'Dataset check failed (nothing was downloaded; runs are offline):\n{lines}\n'
-            f'Prepare the data as described in {DOCS}, or point the config at it, e.g. '
+            f'Prepare the data as described in '
+            f'{DET_DOCS if cfg.get("default_scope") == "mmdet" else DOCS}, or point the config '
+            f'at it, e.g. '
             f'--cfg-options train_dataloader.dataset.data_root=/path/to/data')
 
 

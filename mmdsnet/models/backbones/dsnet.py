@@ -23,11 +23,6 @@ DEFAULT_INIT_CFG = (
 STEMS = ('imagenet', 'cifar')
 
 
-def _has_pretrained(init_cfg) -> bool:
-    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-    return any(isinstance(c, dict) and c.get('type') == 'Pretrained' for c in cfgs)
-
-
 @register_model
 class DSNet(BaseModule):
     """DSNet backbone family (Zhang et al., "ResNet or DenseNet? Introducing Dense Shortcuts to
