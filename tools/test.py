@@ -18,7 +18,7 @@ from mmengine.runner import Runner
 import mmdsnet  # noqa: F401  (registers mmdsnet's models)
 from mmdsnet.compat import patch_torch_load
 from mmdsnet.datasets.checks import DatasetCheckError, check_datasets
-from mmdsnet.engine import ConfigError, prepare_cfg
+from mmdsnet.engine import ConfigError, prepare_cfg, user_errors
 
 
 def parse_args(argv=None):
@@ -104,11 +104,11 @@ def main(argv=None):
         cfg = prepare_cfg(cfg, args.launcher)
     except ConfigError as e:
         raise SystemExit(f'error: {args.config}: {e}') from None
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
-    metrics = runner.test()
+    try:
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        metrics = runner.test()
+    except user_errors() as e:  # their messages name the problem and the fix
+        raise SystemExit(f'error: {e}') from None
     if runner.rank == 0:  # the LoggerHook already wrote them to the log; this is for people
         print(f'metrics of {args.checkpoint}:\n{format_metrics(metrics)}', flush=True)
         table8 = format_table8(metrics, args.checkpoint)

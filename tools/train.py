@@ -23,7 +23,7 @@ from mmengine.runner import Runner
 import mmdsnet  # noqa: F401  (registers mmdsnet's models)
 from mmdsnet.compat import patch_torch_load
 from mmdsnet.datasets.checks import DatasetCheckError, check_datasets
-from mmdsnet.engine import ConfigError, prepare_cfg
+from mmdsnet.engine import ConfigError, prepare_cfg, user_errors
 
 
 def parse_args(argv=None):
@@ -150,12 +150,12 @@ def main(argv=None):
         cfg = prepare_cfg(cfg, args.launcher)
     except ConfigError as e:
         raise SystemExit(f'error: {args.config}: {e}') from None
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
-    runner.logger.info(describe_batch_and_lr(cfg, runner.world_size))
-    runner.train()
+    try:
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner.logger.info(describe_batch_and_lr(cfg, runner.world_size))
+        runner.train()
+    except user_errors() as e:  # their messages name the problem and the fix
+        raise SystemExit(f'error: {e}') from None
 
 
 if __name__ == '__main__':

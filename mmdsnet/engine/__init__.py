@@ -4,7 +4,18 @@ from mmengine.logging import print_log
 
 from .cfg_checks import ConfigError, check_cfg
 from .dist import revert_sync_bn_cfg, setup_cpu_distributed
-from .hooks import AtomicCheckpointHook, ReplicaCheckHook, atomic_write_text
+from .hooks import (AtomicCheckpointHook, CheckpointMatchHook, CheckpointMismatchError,
+                    ReplicaCheckHook, atomic_write_text)
+
+
+def user_errors() -> tuple:
+    """Exceptions whose message already names the problem and the fix: the tools print them as
+    one ``error:`` line instead of a traceback through MMEngine."""
+    from mmdsnet.compat import CheckpointLoadError
+    from mmdsnet.datasets.checks import DatasetCheckError
+    from mmdsnet.models.pretrained import PretrainedMismatchError
+    return (ConfigError, CheckpointMismatchError, CheckpointLoadError, PretrainedMismatchError,
+            DatasetCheckError, FileNotFoundError)
 
 
 def use_atomic_checkpoints(cfg):
@@ -23,14 +34,20 @@ def prepare_cfg(cfg, launcher: str = 'none'):
     * refuses configs that cannot build (wrong scope, scoped ``mmdet.DSNet`` ...) with the fix;
     * CPU-only machines: makes ``--launcher pytorch|slurm|mpi`` work over gloo
       (:func:`setup_cpu_distributed`);
-    * crash-safe checkpoints (:class:`AtomicCheckpointHook`).
+    * crash-safe checkpoints (:class:`AtomicCheckpointHook`);
+    * ``load_from`` / ``--resume`` of another architecture's checkpoint stops with a message
+      (:class:`CheckpointMatchHook`) instead of MMEngine's silent partial load.
     """
     for warning in check_cfg(cfg):
         print_log(warning, logger='current', level=30)
     cfg = setup_cpu_distributed(cfg, launcher)
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') == 'CheckpointMatchHook' for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='CheckpointMatchHook')]
     return use_atomic_checkpoints(cfg)
 
 __all__ = [
     'prepare_cfg', 'check_cfg', 'ConfigError', 'setup_cpu_distributed', 'revert_sync_bn_cfg',
-    'AtomicCheckpointHook', 'ReplicaCheckHook', 'atomic_write_text', 'use_atomic_checkpoints'
+    'AtomicCheckpointHook', 'CheckpointMatchHook', 'CheckpointMismatchError', 'ReplicaCheckHook',
+    'atomic_write_text', 'use_atomic_checkpoints', 'user_errors'
 ]

@@ -89,3 +89,43 @@ class ReplicaCheckHook(Hook):
         runner.logger.info(msg)
         if diff.item() > self.tolerance:
             raise RuntimeError(f'{msg} exceeds tolerance {self.tolerance}: the replicas diverged')
+
+
+class CheckpointMismatchError(RuntimeError):
+    """``load_from`` / ``--resume`` named a checkpoint of another architecture."""
+
+
+@MMENGINE_HOOKS.register_module()
+class CheckpointMatchHook(Hook):
+    """Refuses ``load_from`` / ``resume`` checkpoints that do not fit the model.
+
+    MMEngine loads them with ``strict=False``: a checkpoint of another architecture only logs
+    a list of missing keys and the run trains from (mostly) random weights. This hook sees the
+    checkpoint before it is loaded (``after_load_checkpoint`` runs first), logs one line with how
+    many tensors match, and raises when fewer than ``min_fraction`` of the model's tensors are
+    found with the right shape.
+
+    Args:
+        min_fraction (float): Defaults to 0.9 (the same bar as ``Pretrained`` backbones).
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, min_fraction: float = 0.9) -> None:
+        self.min_fraction = min_fraction
+
+    def after_load_checkpoint(self, runner, checkpoint) -> None:
+        from mmdsnet.models.pretrained import compare_state_dicts
+        source = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        cmp = compare_state_dicts(model.state_dict(), source)
+        name = runner._load_from or 'the checkpoint'
+        line = f'{name}: {len(cmp.matched)}/{cmp.total} model tensors match'
+        if len(cmp.matched) < self.min_fraction * cmp.total:
+            raise CheckpointMismatchError(
+                f'{line}, fewer than {self.min_fraction:.0%}: it was saved from another '
+                f'architecture. {cmp.describe()}. Use a checkpoint of this config\'s model, or, '
+                f'to start a backbone from a classifier, model.backbone.init_cfg='
+                f'dict(type="Pretrained", checkpoint=..., prefix="backbone.").')
+        runner.logger.info(line + (f' ({cmp.describe()})' if cmp.total != len(cmp.matched)
+                                   else ''))

@@ -21,7 +21,7 @@ MMEngine ``HistoryBuffer`` objects and numpy arrays, with ``weights_only=True`` 
 exactly those types; anything else only when trusted (``MMDSNET_TRUST_CHECKPOINTS=1``).
 """
 import os
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -103,6 +103,42 @@ def _first(keys: Iterable[str], n: int = 5) -> List[str]:
     return keys[:n] + ([f'... ({len(keys) - n} more)'] if len(keys) > n else [])
 
 
+class StateDictMatch(NamedTuple):
+    """How a checkpoint's tensors line up with a module's (:func:`compare_state_dicts`)."""
+    matched: List[str]      # same key, same shape
+    mismatched: List[str]   # same key, other shape
+    missing: List[str]      # in the module only
+    unexpected: List[str]   # in the checkpoint only
+    total: int              # entries of the module's state dict
+
+    def describe(self) -> str:
+        parts = []
+        if self.mismatched:
+            parts.append(f'{len(self.mismatched)} with another shape, e.g. '
+                         f'{_first(self.mismatched, 3)}')
+        if self.missing:
+            parts.append(f'{len(self.missing)} missing, e.g. {_first(self.missing, 3)}')
+        if self.unexpected:
+            parts.append(f'{len(self.unexpected)} unexpected, e.g. {_first(self.unexpected, 3)}')
+        return '; '.join(parts) or 'every tensor matches'
+
+
+def compare_state_dicts(target: Dict[str, torch.Tensor],
+                        source: Dict[str, torch.Tensor]) -> StateDictMatch:
+    """Match ``source`` (a checkpoint's tensors) against ``target`` (a module's state dict).
+
+    ``module.`` prefixes of DDP-wrapped saves are ignored.
+    """
+    source = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in source.items()}
+    shared = [k for k in target if k in source]
+    return StateDictMatch(
+        matched=[k for k in shared if tuple(source[k].shape) == tuple(target[k].shape)],
+        mismatched=[k for k in shared if tuple(source[k].shape) != tuple(target[k].shape)],
+        missing=[k for k in target if k not in source],
+        unexpected=[k for k in source if k not in target],
+        total=len(target))
+
+
 def load_pretrained(module: nn.Module,
                     checkpoint: str,
                     prefix: Optional[str] = None,
@@ -131,10 +167,9 @@ def load_pretrained(module: nn.Module,
     raw = read_state_dict(checkpoint, map_location)
     source = _strip(raw, prefix)
     target = module.state_dict()
-    matched = [k for k in target if k in source and source[k].shape == target[k].shape]
-    mismatched = [k for k in target if k in source and source[k].shape != target[k].shape]
-    missing = [k for k in target if k not in source]
-    unexpected = [k for k in source if k not in target]
+    cmp = compare_state_dicts(target, source)
+    matched, mismatched, missing, unexpected = (cmp.matched, cmp.mismatched, cmp.missing,
+                                                cmp.unexpected)
     where = f'{checkpoint} (prefix {prefix!r})'
     fix = (f'Check model.{name}.init_cfg: the checkpoint must come from a classifier whose '
            f'backbone has the same architecture (depth, block_cfg, shortcut, base_channels), '
