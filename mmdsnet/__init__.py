@@ -6,7 +6,7 @@ and makes MMEngine's checkpoints load under torch>=2.6 with ``weights_only=True`
 It never imports mmdet or mmpretrain.
 """
 from .version import __version__
-from . import models  # noqa: F401  (registers the backbones)
+from . import datasets, models  # noqa: F401  (registers the backbones and transforms)
 from .compat import patch_torch_load
 
 patch_torch_load()

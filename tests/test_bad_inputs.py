@@ -90,3 +90,76 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
                   f'load_from={bogus}'], tmp_path)
     assert out.returncode == 1 and 'Traceback' not in out.stderr
     assert f'{bogus}' in out.stderr and 'is not a PyTorch checkpoint' in out.stderr
+
+
+# --------------------------------------------------------------------------- COCO content
+def _coco(tmp_path, anns, images=None, categories=None):
+    import json
+    images = images or [dict(id=1, file_name='a.png', width=100, height=80)]
+    categories = categories or [dict(id=1, name='square'), dict(id=2, name='disc')]
+    (tmp_path / 'img').mkdir(exist_ok=True)
+    import cv2
+    import numpy as np
+    for im in images:
+        cv2.imwrite(str(tmp_path / 'img' / im['file_name']),
+                    np.full((im['height'], im['width'], 3), 128, np.uint8))
+    ann_file = tmp_path / 'ann.json'
+    ann_file.write_text(json.dumps(dict(images=images, annotations=anns,
+                                        categories=categories)))
+    return str(ann_file)
+
+
+def _dataset(ann_file, tmp_path, pipeline=()):
+    pytest.importorskip('mmdet')
+    from mmdsnet.datasets.coco import Coco2014Dataset
+    return Coco2014Dataset(ann_file=ann_file, data_prefix=dict(img=str(tmp_path / 'img') + '/'),
+                           metainfo=dict(classes=('square', 'disc')), pipeline=list(pipeline),
+                           filter_cfg=None)
+
+
+def _box(i, bbox, cat=1, image_id=1):
+    return dict(id=i, image_id=image_id, category_id=cat, bbox=bbox, area=bbox[2] * bbox[3],
+                iscrowd=0)
+
+
+def test_doubtful_coco_annotations_are_counted_in_a_warning(tmp_path, capsys):
+    anns = [_box(1, [10, 10, 20, 20]),                  # fine
+            _box(2, [200, 10, 20, 20]),                 # outside the 100x80 image
+            _box(3, [90, 70, 20, 20]),                  # partly outside
+            _box(4, [10, 10, 20, 20], cat=91),          # unknown category
+            _box(5, [10, 10, 0.5, 20]),                 # degenerate
+            _box(6, [10, 10, 20, 20], image_id=7)]      # unknown image
+    ds = _dataset(_coco(tmp_path, anns), tmp_path)
+    text = ''.join(capsys.readouterr())  # MMEngine's logger writes to the console
+    assert '5 of 6 annotations are doubtful' in text
+    for kind in ('1 with box outside its image (e.g. annotation ids [2]): skipped',
+                 '1 with box partly outside its image (e.g. annotation ids [3]): kept unclipped',
+                 '1 with unknown category id (e.g. annotation ids [4])',
+                 '1 with degenerate box', '1 with unknown image id (e.g. annotation ids [6])'):
+        assert kind in text
+    # what mmdet kept: the fine box and the partly outside one
+    assert len(ds.get_data_info(0)['instances']) == 2
+
+
+def test_truncated_coco_json_is_named_with_its_position(tmp_path):
+    from mmdsnet.datasets.coco import CocoAnnotationError
+    ann_file = _coco(tmp_path, [_box(1, [10, 10, 20, 20])])
+    text = open(ann_file).read()
+    open(ann_file, 'w').write(text[:len(text) // 2])
+    with pytest.raises(CocoAnnotationError, match=r'ann.json is not valid JSON .*line 1, column '
+                       r'\d+; byte \d+ of \d+\): a truncated download or copy'):
+        _dataset(ann_file, tmp_path)
+
+
+def test_corrupt_image_is_skipped_in_training_with_a_warning(tmp_path, capsys):
+    images = [dict(id=i, file_name=f'{i}.png', width=64, height=48) for i in (1, 2)]
+    ds = _dataset(_coco(tmp_path, [_box(1, [5, 5, 20, 20], image_id=1),
+                                   _box(2, [5, 5, 20, 20], image_id=2)], images=images),
+                  tmp_path, pipeline=[dict(type='LoadImageOrSkip'),
+                                      dict(type='LoadAnnotations', with_bbox=True)])
+    (tmp_path / 'img' / '1.png').write_bytes(b'\x89PNG\r\n\x1a\n garbage')
+    capsys.readouterr()
+    sample = ds[0]  # image 1 is corrupt: the dataset draws another one
+    text = ''.join(capsys.readouterr())
+    assert sample['img_path'].endswith('2.png') and sample['img'].shape == (48, 64, 3)
+    assert 'skipping unreadable image' in text and '1.png' in text

@@ -4,6 +4,7 @@ Importing this package never imports mmpretrain or mmdet; the checks import them
 """
 from .checks import (DATASET_CHECKS, DatasetCheckError, check_datasets, find_problems,
                      register_dataset_check)
+from .transforms import LoadImageOrSkip
 
 __all__ = ['DATASET_CHECKS', 'DatasetCheckError', 'check_datasets', 'find_problems',
-           'register_dataset_check']
+           'register_dataset_check', 'LoadImageOrSkip']

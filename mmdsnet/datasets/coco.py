@@ -12,15 +12,19 @@ detection configs list ``'mmdsnet.datasets.coco'`` in ``custom_imports``; the ch
 imports it too). ``import mmdsnet`` alone never imports this module, and so never mmdet.
 """
 import json
+import logging
 import os
 import os.path as osp
 import warnings
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .checks import register_dataset_check
+from mmengine.logging import print_log
+
+from .checks import DatasetCheckError, register_dataset_check
 
 __all__ = [
-    'COCO2014_SPLITS', 'CocoLayoutError', 'check_ann_file', 'check_img_dir', 'check_images',
+    'COCO2014_SPLITS', 'CocoLayoutError', 'CocoAnnotationError', 'audit_annotations',
+    'describe_audit', 'check_ann_file', 'check_img_dir', 'check_images',
     'check_coco_split', 'check_coco_dataset', 'read_file_names'
 ]
 
@@ -42,6 +46,59 @@ LAYOUT_HINT = ('Expected layout (docs/detection.md): '
 
 class CocoLayoutError(FileNotFoundError):
     """A COCO annotation file or image folder is missing or incomplete."""
+
+
+class CocoAnnotationError(DatasetCheckError):
+    """A COCO annotation file that cannot be parsed (truncated, not JSON)."""
+
+
+#: What mmdet's CocoDataset silently does with each kind of doubtful annotation.
+AUDIT_KINDS: Dict[str, str] = {
+    'unknown category id': 'skipped (not among the dataset classes)',
+    'unknown image id': 'never used (no such image in "images")',
+    'box outside its image': 'skipped',
+    'degenerate box (w or h < 1, or area <= 0)': 'skipped',
+    'box partly outside its image': 'kept unclipped',
+}
+
+
+def audit_annotations(anns: Iterable[dict], imgs: Dict[int, dict],
+                      cat_ids: Iterable[int]) -> Dict[str, List[int]]:
+    """Annotation ids per doubtful kind (:data:`AUDIT_KINDS`), in mmdet's order of checks."""
+    cat_ids = set(cat_ids)
+    found: Dict[str, List[int]] = {k: [] for k in AUDIT_KINDS}
+    for ann in anns:
+        img = imgs.get(ann.get('image_id'))
+        if img is None:
+            kind = 'unknown image id'
+        else:
+            x, y, w, h = ann['bbox']
+            width, height = img['width'], img['height']
+            inter = (max(0, min(x + w, width) - max(x, 0)) *
+                     max(0, min(y + h, height) - max(y, 0)))
+            if inter == 0:
+                kind = 'box outside its image'
+            elif ann.get('area', w * h) <= 0 or w < 1 or h < 1:
+                kind = 'degenerate box (w or h < 1, or area <= 0)'
+            elif ann.get('category_id') not in cat_ids:
+                kind = 'unknown category id'
+            elif x < 0 or y < 0 or x + w > width or y + h > height:
+                kind = 'box partly outside its image'
+            else:
+                continue
+        found[kind].append(ann.get('id'))
+    return {k: v for k, v in found.items() if v}
+
+
+def describe_audit(found: Dict[str, List[int]], ann_file: str, total: int) -> str:
+    """One warning text for :func:`audit_annotations`'s result ('' when clean)."""
+    if not found:
+        return ''
+    lines = [f'  - {len(ids)} with {kind} (e.g. annotation ids {ids[:3]}): {AUDIT_KINDS[kind]}'
+             for kind, ids in found.items()]
+    return (f'{ann_file}: {sum(map(len, found.values()))} of {total} annotations are doubtful; '
+            f'training goes on as mmdet handles them:\n' + '\n'.join(lines) +
+            '\nFix the annotation file if these boxes matter (ids as in its "annotations").')
 
 
 def _listing(folder: str, limit: int = 10) -> str:
@@ -192,7 +249,33 @@ if _CocoDataset is not None:  # a module-level class, so dataloader workers can 
             if local:
                 check_ann_file(self.ann_file)
                 check_img_dir(img_dir, ann_file=self.ann_file)
-            data_list = super().load_data_list()
+            # mmdet deletes self.coco at the end of load_data_list; keep a handle for the audit.
+            seen = []
+            base_api = type(self).COCOAPI
+
+            class _KeepHandle(base_api):
+
+                def __init__(api, *args, **kwargs):
+                    super().__init__(*args, **kwargs)
+                    seen.append(api)
+
+            self.COCOAPI = _KeepHandle
+            try:
+                data_list = super().load_data_list()
+            except json.JSONDecodeError as e:
+                size = osp.getsize(self.ann_file) if local else '?'
+                raise CocoAnnotationError(
+                    f'{self.ann_file} is not valid JSON ({e.msg} at line {e.lineno}, column '
+                    f'{e.colno}; byte {e.pos} of {size}): a truncated download or copy? '
+                    f'Re-extract it from annotations_trainval2014.zip. {LAYOUT_HINT}') from None
+            finally:
+                del self.COCOAPI  # back to the class attribute
+            coco = seen[0]
+            warning = describe_audit(
+                audit_annotations(coco.anns.values(), coco.imgs, self.cat_ids), self.ann_file,
+                len(coco.anns))
+            if warning:
+                print_log(warning, logger='current', level=logging.WARNING)
             if local and self._check_images:
                 names = [osp.relpath(d['img_path'], img_dir) for d in data_list]
                 check_images(names, img_dir, self.ann_file)

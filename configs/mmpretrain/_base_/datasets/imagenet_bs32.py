@@ -10,7 +10,8 @@ data_preprocessor = dict(
     to_rgb=True)  # images are decoded as BGR
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    # mmcv's LoadImageFromFile, but an unreadable image is skipped with a warning (mmdsnet)
+    dict(type='LoadImageOrSkip'),
     dict(type='RandomResizedCrop', scale=224),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
