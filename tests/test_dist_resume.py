@@ -173,3 +173,28 @@ def test_checkpoint_hook_never_leaves_a_truncated_latest(tmp_path, monkeypatch):
     assert last.endswith('iter_4.pth')
     torch.load(last, map_location='cpu', weights_only=False)  # complete and loadable
     assert not osp.exists(tmp_path / 'wd' / 'iter_8.pth')
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_a_detector(tmp_path):
+    from mmdsnet.datasets.synthetic_det import make_synthetic_coco
+    data = str(tmp_path / 'data') + '/'
+    make_synthetic_coco(data, num_train=16, num_val=4, seed=0)
+    cfg = tmp_path / 'det.py'
+    cfg.write_text(f'''
+_base_ = {osp.join(ROOT, 'configs/demo/faster-rcnn_ds2net-tiny_fpn_shapes.py')!r}
+model = dict(backbone=dict(frozen_stages=1, with_cp=True))
+train_dataloader = dict(batch_size=2, dataset=dict(data_root={data!r}))
+val_dataloader = dict(dataset=dict(data_root={data!r}))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file={data + 'annotations/val.json'!r})
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs=1, val_interval=2)
+custom_hooks = [dict(type='ReplicaCheckHook')]
+''')
+    out = run(['bash', 'tools/dist_train.sh', str(cfg), '2', '--work-dir', str(tmp_path / 'wd')],
+              timeout=400)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert 'replica check: max |parameter difference| across 2 processes = 0 ' in log
+    assert 'Epoch(train) [1][4/4]' in log  # 16 images / (2 processes x 2)
