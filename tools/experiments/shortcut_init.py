@@ -35,23 +35,27 @@ def make_task(n: int, seed: int, size: int = 16, classes: int = 10):
 
 class Net(nn.Module):
 
-    def __init__(self, init: float):
+    def __init__(self, init: float, head_norm: bool = False):
         super().__init__()
         self.backbone = DSNet(depth=26, stem='cifar', base_channels=8, shortcut_init=init,
                               shortcut_norm_cfg=dict(type='GN', num_groups=8))
         self.backbone.init_weights()
-        self.fc = nn.Linear(self.backbone.out_channels[-1], 10)
+        c = self.backbone.out_channels[-1]
+        # head_norm: a BatchNorm before the classifier takes the feature scale (which grows with
+        # W) out of the head's effective learning rate, isolating the backbone's optimization.
+        self.norm = nn.BatchNorm1d(c) if head_norm else nn.Identity()
+        self.fc = nn.Linear(c, 10)
 
     def forward(self, x):
-        return self.fc(self.backbone(x)[-1].mean((2, 3)))
+        return self.fc(self.norm(self.backbone(x)[-1].mean((2, 3))))
 
 
-def run(init: float, seed: int, steps: int, batch: int):
+def run(init: float, seed: int, steps: int, batch: int, lr: float, head_norm: bool):
     torch.manual_seed(seed)
     xtr, ytr = make_task(2048, seed=100 + seed)
     xte, yte = make_task(1024, seed=999)
-    model = Net(init)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    model = Net(init, head_norm)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [steps // 2, steps * 3 // 4], 0.1)
     losses = []
     for step in range(steps):
@@ -74,9 +78,13 @@ def main():
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--steps', type=int, default=150)
     p.add_argument('--batch', type=int, default=32)
+    p.add_argument('--lr', type=float, default=0.1)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--head-norm', action='store_true',
+                   help='BatchNorm before the classifier (controls for the feature scale)')
     p.add_argument('--out', default=None, help='write the results as JSON here')
     args = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     MMLogger.get_current_instance().setLevel('WARNING')  # no per-parameter init report
     results = {}
     print(f'{"init W":>7} | {"early loss":>10} | {"final loss":>10} | {"held-out acc":>12}  '
@@ -85,7 +93,7 @@ def main():
         runs = []
         for seed in args.seeds:
             t = time.time()
-            runs.append(run(init, seed, args.steps, args.batch))
+            runs.append(run(init, seed, args.steps, args.batch, args.lr, args.head_norm))
             print(f'  init={init} seed={seed}: early loss {runs[-1][0]:.4f} final loss '
                   f'{runs[-1][1]:.4f} acc {runs[-1][2]:.4f} ({time.time() - t:.0f}s)', flush=True)
         early, final, acc = (statistics.mean(r[i] for r in runs) for i in range(3))
