@@ -93,6 +93,21 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
 
 
 # --------------------------------------------------------------------------- COCO content
+@pytest.fixture
+def mmlog():
+    """What MMEngine's current logger writes during the test (its console handler may point
+    at a stream another test's capture owned)."""
+    import io
+    import logging
+
+    from mmengine.logging import MMLogger
+    logger, stream = MMLogger.get_current_instance(), io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    yield stream
+    logger.removeHandler(handler)
+
+
 def _coco(tmp_path, anns, images=None, categories=None):
     import json
     images = images or [dict(id=1, file_name='a.png', width=100, height=80)]
@@ -122,7 +137,7 @@ def _box(i, bbox, cat=1, image_id=1):
                 iscrowd=0)
 
 
-def test_doubtful_coco_annotations_are_counted_in_a_warning(tmp_path, capsys):
+def test_doubtful_coco_annotations_are_counted_in_a_warning(tmp_path, mmlog):
     anns = [_box(1, [10, 10, 20, 20]),                  # fine
             _box(2, [200, 10, 20, 20]),                 # outside the 100x80 image
             _box(3, [90, 70, 20, 20]),                  # partly outside
@@ -130,7 +145,7 @@ def test_doubtful_coco_annotations_are_counted_in_a_warning(tmp_path, capsys):
             _box(5, [10, 10, 0.5, 20]),                 # degenerate
             _box(6, [10, 10, 20, 20], image_id=7)]      # unknown image
     ds = _dataset(_coco(tmp_path, anns), tmp_path)
-    text = ''.join(capsys.readouterr())  # MMEngine's logger writes to the console
+    text = mmlog.getvalue()
     assert '5 of 6 annotations are doubtful' in text
     for kind in ('1 with box outside its image (e.g. annotation ids [2]): skipped',
                  '1 with box partly outside its image (e.g. annotation ids [3]): kept unclipped',
@@ -151,15 +166,14 @@ def test_truncated_coco_json_is_named_with_its_position(tmp_path):
         _dataset(ann_file, tmp_path)
 
 
-def test_corrupt_image_is_skipped_in_training_with_a_warning(tmp_path, capsys):
+def test_corrupt_image_is_skipped_in_training_with_a_warning(tmp_path, mmlog):
     images = [dict(id=i, file_name=f'{i}.png', width=64, height=48) for i in (1, 2)]
     ds = _dataset(_coco(tmp_path, [_box(1, [5, 5, 20, 20], image_id=1),
                                    _box(2, [5, 5, 20, 20], image_id=2)], images=images),
                   tmp_path, pipeline=[dict(type='LoadImageOrSkip'),
                                       dict(type='LoadAnnotations', with_bbox=True)])
     (tmp_path / 'img' / '1.png').write_bytes(b'\x89PNG\r\n\x1a\n garbage')
-    capsys.readouterr()
     sample = ds[0]  # image 1 is corrupt: the dataset draws another one
-    text = ''.join(capsys.readouterr())
+    text = mmlog.getvalue()
     assert sample['img_path'].endswith('2.png') and sample['img'].shape == (48, 64, 3)
     assert 'skipping unreadable image' in text and '1.png' in text

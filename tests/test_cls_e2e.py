@@ -105,7 +105,9 @@ def test_train_test_resume_through_tools(tiny_setup):
     wd_a = s['tmp'] / 'run_a'
     out = run_tool(s, 'train.py', s['cfg'], '--work-dir', str(wd_a), '--cfg-options', *s['opts'])
     assert (wd_a / 'iter_2.pth').is_file() and (wd_a / 'iter_4.pth').is_file()
-    assert train_iters_logged(out) == [(1, 0.1), (2, 0.1), (3, 0.01), (4, 0.01)]
+    # auto_scale_lr (on by default): lr 0.1 for a total batch of 128, scaled to 0.1 * 16 / 128
+    assert train_iters_logged(out) == [(1, 0.0125), (2, 0.0125), (3, 0.00125), (4, 0.00125)]
+    assert 'effective lr 0.0125' in out
     assert re.search(r'accuracy/top1: [\d.]+', out)  # validation after training
     assert 'total batch size 16 (1 process(es) x 16)' in out
 
@@ -128,7 +130,8 @@ def test_train_test_resume_through_tools(tiny_setup):
     out = run_tool(s, 'train.py', s['cfg'], '--work-dir', str(wd_b), '--resume',
                    '--cfg-options', *s['opts'])
     assert 'resumed epoch: 0, iter: 2' in out
-    assert train_iters_logged(out) == [(3, 0.01), (4, 0.01)]  # nothing repeated, lr schedule kept
+    # nothing repeated, lr schedule kept
+    assert train_iters_logged(out) == [(3, 0.00125), (4, 0.00125)]
     from mmdsnet.compat import patch_torch_load
     patch_torch_load()  # Runner checkpoints hold HistoryBuffers (see test_compat.py)
     a = torch.load(wd_a / 'iter_4.pth', weights_only=True)

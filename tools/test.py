@@ -7,18 +7,14 @@ Like tools/train.py it imports only mmengine and mmdsnet; the config's ``default
 mmpretrain or mmdet. It ends by printing the metrics the evaluator returned as a table.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import Config
 
 import mmdsnet  # noqa: F401  (registers mmdsnet's models)
-from mmdsnet.compat import patch_torch_load
-from mmdsnet.datasets.checks import DatasetCheckError, check_datasets
-from mmdsnet.engine import ConfigError, prepare_cfg, user_errors
+from mmdsnet.engine.cli import (add_common_args, build_runner, explained_errors, load_cfg,
+                                parse)
 
 
 def parse_args(argv=None):
@@ -28,32 +24,12 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument(
         '--out', help='also dump the raw predictions to this pickle file (.pkl / .pickle)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, e.g. test_dataloader.batch_size=64')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_args(parser, 'test_dataloader.batch_size=64')
+    return parse(parser, argv)
 
 
 def setup_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_cfg(args)
     cfg.load_from = args.checkpoint
 
     if args.out is not None:
@@ -94,21 +70,9 @@ def main(argv=None):
     cfg = setup_cfg(args)
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint {osp.abspath(args.checkpoint)} does not exist')
-    patch_torch_load(trusted_dirs=[cfg.work_dir])
-    try:
-        check_datasets(cfg, ['test'])
-    except DatasetCheckError as e:
-        raise SystemExit(f'error: {e}') from None
-
-    try:
-        cfg = prepare_cfg(cfg, args.launcher)
-    except ConfigError as e:
-        raise SystemExit(f'error: {args.config}: {e}') from None
-    try:
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    with explained_errors():
+        cfg, runner = build_runner(cfg, args.launcher, ['test'])
         metrics = runner.test()
-    except user_errors() as e:  # their messages name the problem and the fix
-        raise SystemExit(f'error: {e}') from None
     if runner.rank == 0:  # the LoggerHook already wrote them to the log; this is for people
         print(f'metrics of {args.checkpoint}:\n{format_metrics(metrics)}', flush=True)
         table8 = format_table8(metrics, args.checkpoint)

@@ -11,19 +11,14 @@ run will read are checked (a missing one stops the run with a message saying wha
 and checkpoint loading is made to work under torch>=2.6 (:mod:`mmdsnet.compat`).
 """
 import argparse
-import os
-import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.device import get_device
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 import mmdsnet  # noqa: F401  (registers mmdsnet's models)
-from mmdsnet.compat import patch_torch_load
-from mmdsnet.datasets.checks import DatasetCheckError, check_datasets
-from mmdsnet.engine import ConfigError, prepare_cfg, user_errors
+from mmdsnet.engine.cli import (add_common_args, build_runner, explained_errors, load_cfg,
+                                parse)
 
 
 def parse_args(argv=None):
@@ -43,38 +38,13 @@ def parse_args(argv=None):
         '--auto-scale-lr',
         action='store_true',
         help='scale the lr linearly by (total batch size) / auto_scale_lr.base_batch_size')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, e.g. train_cfg.max_iters=100 '
-        'train_dataloader.batch_size=32; a list value is key="[a,b]" (quotes needed, no spaces)')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch>=2.0) or --local_rank (older).
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_args(parser, 'train_cfg.max_iters=100 train_dataloader.batch_size=32')
+    return parse(parser, argv)
 
 
 def setup_cfg(args) -> Config:
     """Load the config and apply the command line to it (everything but building the Runner)."""
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # work_dir: command line > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-
+    cfg = load_cfg(args)
     if args.amp:
         optim_wrapper = cfg.get('optim_wrapper')
         if optim_wrapper is None:
@@ -136,26 +106,12 @@ def main(argv=None):
         raise SystemExit('error: --amp needs a GPU (mmengine\'s AmpOptimWrapper supports CUDA, '
                          'NPU, MLU and MUSA); drop --amp to train on the CPU')
 
-    # torch>=2.6 + mmengine 0.10.7: Runner checkpoints must load for --resume / load_from. The
-    # run's own work_dir is trusted in case a checkpoint needs full unpickling.
-    patch_torch_load(trusted_dirs=[cfg.work_dir])
     splits = ['train'] + (['val'] if cfg.get('val_dataloader') and cfg.get('val_cfg') is not None
                           else [])
-    try:
-        check_datasets(cfg, splits)
-    except DatasetCheckError as e:
-        raise SystemExit(f'error: {e}') from None
-
-    try:
-        cfg = prepare_cfg(cfg, args.launcher)
-    except ConfigError as e:
-        raise SystemExit(f'error: {args.config}: {e}') from None
-    try:
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    with explained_errors():
+        cfg, runner = build_runner(cfg, args.launcher, splits)
         runner.logger.info(describe_batch_and_lr(cfg, runner.world_size))
         runner.train()
-    except user_errors() as e:  # their messages name the problem and the fix
-        raise SystemExit(f'error: {e}') from None
 
 
 if __name__ == '__main__':

@@ -1,0 +1,72 @@
+"""What tools/train.py and tools/test.py share: mmdet's / mmpretrain's command line and start-up."""
+import contextlib
+import os
+import os.path as osp
+from typing import Iterable, Iterator, Tuple
+
+from mmengine.config import Config, DictAction
+
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+
+
+def add_common_args(parser, cfg_options_example: str) -> None:
+    """``--cfg-options``, ``--launcher`` and both spellings of ``--local-rank``."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help=f'override settings of the config, e.g. {cfg_options_example}; a list value is '
+        f'key="[a,b]" (quotes needed, no spaces)')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch>=2.0) or --local_rank (older).
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse(parser, argv=None):
+    """Parse ``argv``; the local rank reaches MMEngine through ``LOCAL_RANK``."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def load_cfg(args) -> Config:
+    """The config with the command line applied; work_dir: option > config > work_dirs/NAME."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+@contextlib.contextmanager
+def explained_errors() -> Iterator[None]:
+    """Errors whose message names the problem and the fix end the tool as one ``error:`` line."""
+    from . import user_errors
+    try:
+        yield
+    except user_errors() as e:
+        raise SystemExit(f'error: {e}') from None
+
+
+def build_runner(cfg: Config, launcher: str, splits: Iterable[str]) -> Tuple[Config, object]:
+    """Check the datasets ``splits`` read, prepare the config, and build MMEngine's Runner.
+
+    Checkpoints load under torch>=2.6 (the run's own work_dir is trusted in case one needs full
+    unpickling); a missing dataset stops the run before anything is built.
+    """
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from mmdsnet.compat import patch_torch_load
+    from mmdsnet.datasets.checks import check_datasets
+
+    from . import prepare_cfg
+    patch_torch_load(trusted_dirs=[cfg.work_dir])
+    check_datasets(cfg, splits)
+    cfg = prepare_cfg(cfg, launcher)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    return cfg, runner
