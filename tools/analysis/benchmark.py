@@ -117,7 +117,8 @@ def build(spec: str, default_impl: str) -> nn.Module:
     # No init_weights(): timing and memory do not depend on the values, and MMEngine's
     # per-parameter init report would flood the log.
     with torch.no_grad():
-        feat = backbone.eval()(torch.zeros(1, 3, 64, 64))
+        backbone.eval()  # (mmpretrain's ResNet.train() returns None: no chaining)
+        feat = backbone(torch.zeros(1, 3, 64, 64))
     feat = feat[-1] if isinstance(feat, (tuple, list)) else feat
     return Classifier(backbone, feat.shape[1])
 
@@ -154,13 +155,18 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
+CLOCK = 'wall'
+
+
 def timed(fn, iters, device) -> float:
+    clock = CLOCKS[CLOCK]
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(iters):
         fn()
     _sync(device)
-    return (time.perf_counter() - t0) / iters
+    return (clock() - t0) / iters
 
 
 def alternate(runners: List[Runner], step: str, iters: int, repeats: int, device,
@@ -177,6 +183,16 @@ def alternate(runners: List[Runner], step: str, iters: int, repeats: int, device
 
 def summary(xs: List[float]) -> dict:
     return dict(median=statistics.median(xs), min=min(xs), max=max(xs), samples=xs)
+
+
+def paired_ratios(res, samples, specs, key):
+    """Median over rounds of (model time / baseline time in the same round): with alternation,
+    a slow phase of a shared machine cancels out of each round's ratio."""
+    base = next(s for s in specs if parse_spec(s, 'x')[0] == BASELINE)
+    for s in specs:
+        ratios = [a / b for a, b in zip(samples[s], samples[base])]
+        res['models'][s][key]['paired_ratio_median'] = statistics.median(ratios)
+        res['models'][s][key]['paired_ratios'] = ratios
 
 
 # ------------------------------------------------------------------------------------ memory
@@ -293,12 +309,18 @@ def main(argv: Optional[List[str]] = None):
     p.add_argument('--impl', default='fused', choices=['fused', 'reference', 'checkpoint'],
                    help='dense-shortcut implementation for models without an @impl suffix')
     p.add_argument('--threads', type=int, default=2, help='torch threads (CPU)')
+    p.add_argument('--clock', default='wall', choices=sorted(CLOCKS),
+                   help='wall: elapsed time (the measure); cpu: CPU time of this process, which '
+                   'time slices given to other processes on a shared machine do not inflate '
+                   '(use with --threads 1: idle OpenMP threads spin and count as CPU time)')
     p.add_argument('--memory-steps', type=int, default=1, help='measured steps (CPU memory)')
     p.add_argument('--skip', nargs='*', default=[], choices=['train', 'memory', 'infer', 'flops'])
     p.add_argument('--out', help='write the results as JSON here')
     p.add_argument('--memory-child', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = args.clock
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args)))
         return
@@ -315,7 +337,8 @@ def main(argv: Optional[List[str]] = None):
                      device=(torch.cuda.get_device_name(device) if device.type == 'cuda'
                              else 'cpu')),
         settings=dict(batch_size=args.batch_size, input_size=args.input_size, iters=args.iters,
-                      repeats=args.repeats, warmup=args.warmup, impl=args.impl),
+                      repeats=args.repeats, warmup=args.warmup, impl=args.impl,
+                      clock=args.clock, threads=args.threads),
         models={s: {} for s in specs})
     log(f"{res['date']}  {res['machine']}  {res['settings']}")
 
@@ -336,6 +359,7 @@ def main(argv: Optional[List[str]] = None):
         samples = alternate(runners, 'train_step', args.iters, args.repeats, device, log)
         for s, xs in samples.items():
             res['models'][s]['train_time'] = summary(xs)
+        paired_ratios(res, samples, specs, 'train_time')
     if 'infer' not in args.skip:
         for r in runners:
             r.infer_step()
@@ -343,6 +367,7 @@ def main(argv: Optional[List[str]] = None):
         for s, xs in samples.items():
             res['models'][s]['infer_img_s'] = args.batch_size / statistics.median(xs)
             res['models'][s]['infer_time'] = summary(xs)
+        paired_ratios(res, samples, specs, 'infer_time')
     if 'memory' not in args.skip:
         for r in runners:
             if device.type == 'cuda':
@@ -356,6 +381,10 @@ def main(argv: Optional[List[str]] = None):
     print(f"Training memory: {'CUDA max_memory_allocated' if device.type == 'cuda' else 'CPU peak RSS growth over one step'}"
           f"; paper's columns: Table 9, four 1080Ti GPUs, batch 32 per GPU")
     print(table(res, key))
+    print('Median of per-round ratios to ResNet50 (train time; inference time):')
+    for s, m in res['models'].items():
+        print(f"  {s}: {m.get('train_time', {}).get('paired_ratio_median', float('nan')):.3f}; "
+              f"{m.get('infer_time', {}).get('paired_ratio_median', float('nan')):.3f}")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
