@@ -92,8 +92,8 @@ def test_fused_equals_reference_other_modes(kwargs):
 
 
 def test_fused_equals_reference_res2net_and_frozen():
-    _compare(DS2Net, dict(depth=50, block='bottle2neck', block_cfg=dict(base_width=26 * 2, scales=2)),
-             train=True)
+    _compare(DS2Net, dict(depth=50, block='bottle2neck',
+                          block_cfg=dict(base_width=26 * 2, scales=2)), train=True)
     # frozen stages: W and the sources of the first stages need no gradient
     _compare(DS2Net, dict(frozen_stages=1, shortcut_norm_cfg='BN'), train=True)
 

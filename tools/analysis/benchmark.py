@@ -378,8 +378,10 @@ def main(argv: Optional[List[str]] = None):
     key = 'peak_allocated_mb' if device.type == 'cuda' else 'peak_growth_mb'
     res['memory_measure'] = key
     print()
-    print(f"Training memory: {'CUDA max_memory_allocated' if device.type == 'cuda' else 'CPU peak RSS growth over one step'}"
-          f"; paper's columns: Table 9, four 1080Ti GPUs, batch 32 per GPU")
+    measure = ('CUDA max_memory_allocated' if device.type == 'cuda' else
+               'CPU peak RSS growth over one step')
+    print(f"Training memory: {measure}; paper's columns: Table 9, four 1080Ti GPUs, "
+          f"batch 32 per GPU")
     print(table(res, key))
     print('Median of per-round ratios to ResNet50 (train time; inference time):')
     for s, m in res['models'].items():

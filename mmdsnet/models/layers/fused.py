@@ -13,8 +13,8 @@ source once, then ``out = out + w_i * n_i`` one term at a time, ReLU after), com
   ``w_i * N(Y_i)`` *is* an affine GroupNorm / BatchNorm with ``gamma = w_i``, so ATen's fused
   ``native_group_norm_backward`` / ``native_batch_norm_backward`` return both ``dL/dY_i`` and
   ``dL/dw_i = sum_{N,H,W} g * n_i`` from ``Y_i`` and the statistics in one kernel.
-* **One buffer per block.** The weighted sum is ``addcmul_`` into one tensor, and the ReLU is applied
-  in place; the Function saves its output (``Y_l``, alive anyway) for the ReLU mask.
+* **One buffer per block.** The weighted sum is ``addcmul_`` into one tensor, and the ReLU is
+  applied in place; the Function saves its output (``Y_l``, alive anyway) for the ReLU mask.
 
 Only device-agnostic ATen operators are used, so the same code runs on the CPU and on CUDA.
 
