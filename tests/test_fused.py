@@ -196,3 +196,14 @@ def test_dense_aggregate_gradcheck(norm, weighted):
     ref = torch.relu(res + sum((1 if w is None else w[i]) * nm(y)
                                for i, (nm, y) in enumerate(zip(norms, ys))))
     torch.testing.assert_close(out, ref)
+
+
+def test_dsnet_takes_the_implementation_as_an_argument():
+    from mmdsnet.models import DS2Net
+    m = DS2Net(depth=26, base_channels=8, shortcut_impl='reference')
+    impls = {x.shortcut_impl for x in m.modules() if hasattr(x, 'shortcut_impl')}
+    assert impls == {'reference'}
+    assert {x.shortcut_impl for x in DS2Net(depth=26, base_channels=8).modules()
+            if hasattr(x, 'shortcut_impl')} == {None}  # follows the process default
+    with pytest.raises(ValueError, match='must be one of'):
+        DS2Net(depth=26, base_channels=8, shortcut_impl='cuda')

@@ -11,6 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import register_model
 from ..blocks import DSBasicBlock, DSBottle2neck, DSBottleneck
+from ..layers.fused import set_shortcut_impl
 from ..pretrained import load_pretrained, pretrained_cfg
 from ..stage import SHORTCUT_MODES, DSLayer
 
@@ -59,6 +60,10 @@ class DSNet(BaseModule):
         norm_eval (bool): Keep every BatchNorm (shortcut norms included) in eval mode while
             training. Defaults to False.
         with_cp (bool): Gradient checkpointing of the residual branches. Defaults to False.
+        shortcut_impl (str, optional): How the dense aggregation is computed, with the same
+            mathematics: ``'fused'`` (keeps no normalized source for backward, docs/performance.md),
+            ``'reference'`` (the straightforward form) or ``'checkpoint'``. Defaults to None:
+            the process default, ``'fused'`` unless ``MMDSNET_SHORTCUT_IMPL`` says otherwise.
         zero_init_residual (bool): Zero the last norm of each residual branch, skipped when
             ``init_cfg`` loads pretrained weights. Defaults to True.
         init_cfg (dict | list[dict], optional): Defaults to :data:`DEFAULT_INIT_CFG`.
@@ -99,6 +104,7 @@ class DSNet(BaseModule):
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 shortcut_impl: Optional[str] = None,
                  zero_init_residual: bool = True,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=copy.deepcopy(list(DEFAULT_INIT_CFG))
@@ -148,6 +154,7 @@ class DSNet(BaseModule):
             self.add_module(f'layer{i + 1}', layer)
             self.res_layers.append(f'layer{i + 1}')
             in_ch = out_ch
+        set_shortcut_impl(self, shortcut_impl)
         self.stage_channels: Tuple[int, ...] = tuple(
             base_channels * 2**i * block_cls.expansion for i in range(num_stages))
         self._freeze_stages()
