@@ -23,7 +23,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 VPY="$VENV/bin/python"
-PIP=("$VPY" -m pip --disable-pip-version-check)
+# pip, minus the per-package notes some machines' extra local indexes print by the hundred
+pip() {
+  "$VPY" -m pip --disable-pip-version-check "$@" 2>&1 |
+    { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+}
 
 # A stamp of everything that decides the install: re-run pip only when one of these changed.
 STAMP="$VENV/.mmdsnet-stamp"
@@ -34,27 +38,27 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$VPY" -c 'import mmcv.
 fi
 
 log "installing torch and the build requirements"
-"${PIP[@]}" install -q -r "$ROOT/requirements/build.txt"
+pip install -q -r "$ROOT/requirements/build.txt"
 
 MMCV_WHEEL="$(ls "$WHEELS"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n1 || true)"
 if [ -z "$MMCV_WHEEL" ]; then
   log "building mmcv $MMCV_VERSION with its CPU ops (once per machine, ~15 min on 2 cores)"
   BUILD="$(mktemp -d)"
-  "${PIP[@]}" download -q --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$BUILD"
+  pip download -q --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$BUILD"
   tar -xzf "$BUILD"/mmcv-$MMCV_VERSION.tar.gz -C "$BUILD"
   SRC="$BUILD/mmcv-$MMCV_VERSION"
   # torch>=2.13 headers require C++20; mmcv 2.1.0 hard-codes c++17 (mmcv#3341).
   sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
   grep -q -- '-std=c++20' "$SRC/setup.py" || { echo "error: could not patch mmcv setup.py" >&2; exit 1; }
-  (cd "$SRC" && MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-     "${PIP[@]}" wheel -q --no-build-isolation --no-deps . -w "$BUILD/dist")
+  (cd "$SRC" && export MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" &&
+     pip wheel -q --no-build-isolation --no-deps . -w "$BUILD/dist")
   cp "$BUILD"/dist/mmcv-$MMCV_VERSION-*.whl "$WHEELS/"
   rm -rf "$BUILD"
   MMCV_WHEEL="$(ls "$WHEELS"/mmcv-$MMCV_VERSION-*.whl | head -n1)"
 fi
 log "installing $MMCV_WHEEL and the OpenMMLab stack"
-"${PIP[@]}" install -q "$MMCV_WHEEL" -r "$ROOT/requirements/stack.txt"
-"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+pip install -q "$MMCV_WHEEL" -r "$ROOT/requirements/stack.txt"
+pip install -q --no-deps --no-build-isolation -e "$ROOT"
 
 "$VPY" - <<'PYCHECK'
 import mmcv.ops, mmdet, mmpretrain, mmdsnet  # noqa: F401
