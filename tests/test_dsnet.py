@@ -6,27 +6,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdsnet.models import DS2Net, DSLayer, DSNet
 
+from helpers import randomize
+
 TINY = dict(base_channels=8, shortcut_norm_cfg=dict(type='GN', num_groups=4))
-
-
-def _init_randomly(model, seed=0):
-    """Random weights and BN statistics everywhere (zero-init residuals, unit W and fresh running
-    stats would hide mistakes), scaled so that deep nets stay finite."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() > 1:  # convs: fan-in scaling
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel()**0.5)
-            elif name.endswith('.weight') and 'shortcut' not in name:  # norm scales
-                p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=g))
-            else:  # norm biases, shortcut weights W
-                p.copy_(0.5 * torch.randn(p.shape, generator=g))
-        for name, b in model.named_buffers():
-            if name.endswith('running_mean'):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif name.endswith('running_var'):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
-    return model
 
 
 # --------------------------------------------------------------------------- Eq. 12 and friends
@@ -58,7 +40,7 @@ def test_stage_matches_explicit_equations(shortcut, norm):
                   shortcut_norm_cfg=norm if norm != 'GN' else dict(type='GN', num_groups=4),
                   out_indices=(2, ))
     # float64: the two sides sum in different orders; eval: BN sources use running stats
-    _init_randomly(model).double().eval()
+    randomize(model).double().eval()
     layer = model.layer3  # 6 blocks: sources Y_0 .. Y_4
     x = torch.randn(2, 64, 8, 8, dtype=torch.float64)
     with torch.no_grad():
@@ -81,7 +63,7 @@ def test_each_normalization_runs_once_per_forward():
 @pytest.mark.parametrize('depth', [50, 101])
 def test_identity_mode_is_mmpretrain_resnet(depth):
     from mmpretrain.models import ResNet
-    theirs = _init_randomly(ResNet(depth=depth, out_indices=(0, 1, 2, 3)))
+    theirs = randomize(ResNet(depth=depth, out_indices=(0, 1, 2, 3)))
     theirs.eval()  # (mmpretrain's ResNet.train() returns None: no chaining)
     ours = DSNet(depth=depth, shortcut='identity', out_indices=(0, 1, 2, 3)).eval()
     # same keys, strictly: an mmpretrain / torchvision ResNet checkpoint loads as is
@@ -94,14 +76,14 @@ def test_identity_mode_is_mmpretrain_resnet(depth):
 
 def test_identity_mode_is_mmpretrain_resnet_cifar_and_resnet18():
     from mmpretrain.models import ResNet, ResNet_CIFAR
-    theirs = _init_randomly(ResNet_CIFAR(depth=50))
+    theirs = randomize(ResNet_CIFAR(depth=50))
     theirs.eval()
     ours = DSNet(depth=50, shortcut='identity', stem='cifar').eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=0, atol=0)
-    theirs = _init_randomly(ResNet(depth=18))
+    theirs = randomize(ResNet(depth=18))
     theirs.eval()
     ours = DSNet(depth=18, block='basic', shortcut='identity').eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
@@ -148,7 +130,7 @@ def test_gradients_reach_every_shortcut_weight(cls):
 @pytest.mark.parametrize('cls', [DSNet, DS2Net])
 def test_with_cp_gives_the_same_gradients(cls):
     torch.manual_seed(0)
-    plain = _init_randomly(cls(depth=26, **TINY)).train()
+    plain = randomize(cls(depth=26, **TINY)).train()
     ckpt = cls(depth=26, with_cp=True, **TINY).train()
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 32, 32)
@@ -203,7 +185,7 @@ def test_zero_init_residual_and_pretrained_skip(tmp_path):
     assert torch.all(m.layer2.block(1).bn3.weight == 0)
     assert torch.all(m.layer2.shortcuts[0].weight == 1.0)  # W starts at shortcut_init
     src = DSNet(depth=26, **TINY)
-    _init_randomly(src)
+    randomize(src)
     path = tmp_path / 'w.pth'
     torch.save({'state_dict': {'backbone.' + k: v for k, v in src.state_dict().items()}}, path)
     m = DSNet(depth=26, **TINY,

@@ -12,24 +12,9 @@ from mmdsnet.models.layers import build_shortcut_norm
 from mmdsnet.models.layers.fused import (IMPLS, DenseAggregate, get_default_impl,
                                          normalize_once, set_shortcut_impl, shortcut_impl)
 
+from helpers import randomize
+
 NORMS = {'GN': dict(type='GN', num_groups=4), 'LN': 'LN', 'IN': 'IN', 'BN': 'BN', 'none': None}
-
-
-def _randomize(model, seed=0):
-    """Random weights (W included, some negative) and BN statistics, so that no term vanishes."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() > 1 and 'shortcut' not in name:
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel()**0.5)
-            else:
-                p.copy_(0.5 + 0.5 * torch.randn(p.shape, generator=g))
-        for name, b in model.named_buffers():
-            if name.endswith('running_mean'):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif name.endswith('running_var'):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
-    return model
 
 
 def _run(model, x, impl, train):
@@ -51,7 +36,7 @@ def _compare(cls, kwargs, train, size=16, dtype=torch.float64, tol=1e-9):
     # depth 29: three stages of three blocks, so every stage has two sources and three edges
     kwargs = dict(dict(depth=29, base_channels=8, out_indices=(0, 1, 2), stem='cifar'),
                   **kwargs)
-    ref = _randomize(cls(**kwargs)).to(dtype)
+    ref = randomize(cls(**kwargs)).to(dtype)
     fused = copy.deepcopy(ref)
     x = torch.randn(2, 3, size, size, dtype=dtype, generator=torch.Generator().manual_seed(1))
     r_out, r_grad, r_buf = _run(ref, x, 'reference', train)
@@ -101,7 +86,7 @@ def test_fused_equals_reference_res2net_and_frozen():
 def test_fused_float32_is_as_accurate_as_the_reference():
     """In float32 the two orders of summation round differently; measured against a float64 run
     of the reference, the fused path's gradient error is of the reference's own size."""
-    base = _randomize(DS2Net(depth=26, base_channels=8, out_indices=(0, 1, 2, 3), stem='cifar'))
+    base = randomize(DS2Net(depth=26, base_channels=8, out_indices=(0, 1, 2, 3), stem='cifar'))
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     _, truth, _ = _run(copy.deepcopy(base).double(), x.double(), 'reference', True)
     errors = {}
@@ -113,7 +98,7 @@ def test_fused_float32_is_as_accurate_as_the_reference():
 
 
 def test_checkpoint_impl_equals_reference_and_refuses_training_bn():
-    ref = _randomize(DSNet(depth=26, base_channels=8, stem='cifar')).double()
+    ref = randomize(DSNet(depth=26, base_channels=8, stem='cifar')).double()
     ckpt = copy.deepcopy(ref)
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     r_out, r_grad, _ = _run(ref, x, 'reference', True)

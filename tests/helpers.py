@@ -1,0 +1,26 @@
+"""Shared test helpers (the tests folder is on sys.path under pytest)."""
+import torch
+
+
+def randomize(model, seed=0):
+    """Random weights and BN statistics everywhere, scaled so that deep nets stay finite.
+
+    Zero-init residuals, unit W and fresh running statistics would hide mistakes: convs get
+    fan-in-scaled noise, norm scales 0.5-1, norm biases and the shortcut weights W noise around 0
+    (some negative), running means/vars random.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() > 1 and 'shortcut' not in name:  # convs (W is (l, C, 1, 1): not a conv)
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel()**0.5)
+            elif name.endswith('.weight') and 'shortcut' not in name:  # norm scales
+                p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=g))
+            else:  # norm biases, shortcut weights W
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+        for name, b in model.named_buffers():
+            if name.endswith('running_mean'):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith('running_var'):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+    return model
