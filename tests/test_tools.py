@@ -303,3 +303,15 @@ def test_unknown_dataset_type_gets_the_generic_check(tmp_path):
         type='ConcatDataset', datasets=[dict(type='MyDataset', data_root=str(tmp_path / 'x'))]))))
     problems = find_problems(cfg, ['train'])
     assert problems == [f'train_dataloader: MyDataset: data_root {tmp_path / "x"} does not exist']
+
+
+def test_test_tool_prints_the_table8_view_for_coco_metrics(test_tool):
+    metrics = {'coco/bbox_mAP': 0.337, 'coco/bbox_mAP_50': 0.543, 'coco/bbox_mAP_75': 0.362,
+               'coco/bbox_mAP_s': 0.1}
+    table = test_tool.format_table8(metrics, 'work_dirs/x/epoch_5.pth')
+    lines = table.splitlines()
+    assert 'mAP@.5' in lines[0] and 'mAP@.75' in lines[0] and 'mAP@[.5:.95]' in lines[0]
+    assert any('DS2Net50 (paper, Table 8)' in ln and '54.3' in ln for ln in lines)
+    assert any('epoch_5.pth' in ln and '54.3 ' in ln and '36.2' in ln and '33.7' in ln
+               for ln in lines)
+    assert test_tool.format_table8({'accuracy/top1': 91.0}, 'x.pth') == ''
