@@ -1,4 +1,6 @@
 """Runtime glue between mmdsnet's tools and MMEngine's Runner."""
+import logging
+
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 
@@ -39,12 +41,13 @@ def prepare_cfg(cfg, launcher: str = 'none'):
       (:class:`CheckpointMatchHook`) instead of MMEngine's silent partial load.
     """
     for warning in check_cfg(cfg):
-        print_log(warning, logger='current', level=30)
+        print_log(warning, logger='current', level=logging.WARNING)
     cfg = setup_cpu_distributed(cfg, launcher)
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(h.get('type') == 'CheckpointMatchHook' for h in hooks):
         cfg.custom_hooks = hooks + [dict(type='CheckpointMatchHook')]
     return use_atomic_checkpoints(cfg)
+
 
 __all__ = [
     'prepare_cfg', 'check_cfg', 'ConfigError', 'setup_cpu_distributed', 'revert_sync_bn_cfg',

@@ -7,6 +7,7 @@ The Runner initializes the process group only when none exists yet, so on a CPU-
 initialize it first (gloo, same env:// rendezvous the launchers use), ask for a DDP wrapper with
 ``device_ids=None``, and turn SyncBN into BN (SyncBN has no CPU kernels). With CUDA nothing changes.
 """
+import logging
 import os
 import subprocess
 from datetime import timedelta
@@ -69,7 +70,7 @@ def setup_cpu_distributed(cfg, launcher: str):
     backend = dist_cfg.get('backend', 'nccl')
     if backend != 'gloo':
         print_log(f'no CUDA device: torch.distributed backend {backend!r} -> "gloo" '
-                  f'(nccl needs GPUs)', logger='current', level=30)
+                  f'(nccl needs GPUs)', logger='current', level=logging.WARNING)
         dist_cfg['backend'] = 'gloo'
     if launcher == 'slurm':
         _slurm_env()
@@ -94,7 +95,7 @@ def setup_cpu_distributed(cfg, launcher: str):
     if n:
         print_log(f'no CUDA device: {n} SyncBN setting(s) replaced by BN (SyncBN has no CPU '
                   f'kernels); each process normalizes over its own batch', logger='current',
-                  level=30)
+                  level=logging.WARNING)
     wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel',
                                                    broadcast_buffers=False)
     # DDP on CPU modules takes no device ids; the Runner's default passes [LOCAL_RANK].
