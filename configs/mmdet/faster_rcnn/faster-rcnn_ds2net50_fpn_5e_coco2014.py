@@ -8,13 +8,5 @@ _base_ = [
 ]
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='DS2Net',
-        depth=50,
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=True,
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
-                      checkpoint='checkpoints/ds2net50_in1k.pth')))
+    backbone=dict(type='DS2Net',
+                  init_cfg=dict(checkpoint='checkpoints/ds2net50_in1k.pth')))

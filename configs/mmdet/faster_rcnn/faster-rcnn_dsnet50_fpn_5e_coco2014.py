@@ -8,14 +8,5 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-model = dict(
-    backbone=dict(
-        _delete_=True,  # replace the base backbone wholesale, no leaked keys
-        type='DSNet',
-        depth=50,
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=True,
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
-                      checkpoint='checkpoints/dsnet50_in1k.pth')))
+# The base detector's backbone is this row's: DSNet50 (frozen stem + stage 1, BN with norm_eval,
+# init_cfg from checkpoints/dsnet50_in1k.pth with prefix 'backbone.').

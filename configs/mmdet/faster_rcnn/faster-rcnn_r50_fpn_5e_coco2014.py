@@ -9,14 +9,5 @@ _base_ = [
 ]
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='DSNet',
-        depth=50,
-        shortcut='identity',
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=True,
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
-                      checkpoint='checkpoints/resnet50_in1k.pth')))
+    backbone=dict(shortcut='identity',
+                  init_cfg=dict(checkpoint='checkpoints/resnet50_in1k.pth')))
