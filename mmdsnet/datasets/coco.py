@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from mmengine.logging import print_log
 
-from .checks import DatasetCheckError, register_dataset_check
+from .checks import DatasetCheckError, _is_remote, _join, register_dataset_check
 
 __all__ = [
     'COCO2014_SPLITS', 'CocoLayoutError', 'CocoAnnotationError', 'audit_annotations',
@@ -181,14 +181,6 @@ def check_coco_split(ann_file: str, img_dir: str, expected: Optional[int] = None
     return check_images(read_file_names(ann_file), img_dir, ann_file, expected)
 
 
-def _is_local(path: str) -> bool:
-    return '://' not in str(path)
-
-
-def _join(root: str, path: str) -> str:
-    return path if not root or osp.isabs(path) else osp.join(root, path)
-
-
 @register_dataset_check('CocoDataset', 'Coco2014Dataset')
 def check_coco_dataset(dataset_cfg: dict) -> List[str]:
     """Pre-run check of a COCO-format dataset config (see :mod:`mmdsnet.datasets.checks`).
@@ -201,7 +193,7 @@ def check_coco_dataset(dataset_cfg: dict) -> List[str]:
     ann_file = dataset_cfg.get('ann_file', '') or ''
     prefix = dataset_cfg.get('data_prefix', {}) or {}
     img_dir = _join(root, prefix.get('img', '') if isinstance(prefix, dict) else prefix)
-    if not ann_file or not _is_local(root) or not _is_local(ann_file):
+    if not ann_file or _is_remote(root) or _is_remote(ann_file):
         return []
     ann_file = _join(root, ann_file)
     try:
@@ -245,7 +237,7 @@ if _CocoDataset is not None:  # a module-level class, so dataloader workers can 
 
         def load_data_list(self) -> List[dict]:
             img_dir = self.data_prefix.get('img', '') or self.data_root
-            local = self.backend_args is None and _is_local(self.ann_file)
+            local = self.backend_args is None and not _is_remote(self.ann_file)
             if local:
                 check_ann_file(self.ann_file)
                 check_img_dir(img_dir, ann_file=self.ann_file)
