@@ -3,30 +3,33 @@ import torch
 from torch import nn
 
 from mmdsnet.models import DenseShortcut, build_shortcut_norm, gn_groups
+from mmdsnet.models.layers import init_values
 
 
-def test_dense_shortcut_matches_equation():
+def test_dense_shortcut_holds_one_weight_per_source():
     sc = DenseShortcut(channels=8, num_sources=3)
-    nn.init.normal_(sc.weight)
-    res, ys = torch.randn(2, 8, 5, 5), [torch.randn(2, 8, 5, 5) for _ in range(3)]
-    expected = res + sum(sc.weight[i].view(1, 8, 1, 1) * ys[i] for i in range(3))
-    torch.testing.assert_close(sc(res, ys), expected)
-
-
-def test_dense_shortcut_without_weights_is_a_plain_sum():
-    sc = DenseShortcut(channels=4, num_sources=2, weight='none')
-    assert sc.weight is None and not list(sc.parameters())
-    res, ys = torch.randn(1, 4, 3, 3), [torch.randn(1, 4, 3, 3) for _ in range(2)]
-    torch.testing.assert_close(sc(res, ys), res + ys[0] + ys[1])
-
-
-def test_dense_shortcut_init_value_and_source_count():
-    sc = DenseShortcut(channels=4, num_sources=2, init_value=0.5)
-    assert torch.all(sc.weight == 0.5) and sc.weight.shape == (2, 4, 1, 1)
-    with pytest.raises(ValueError, match='expected 2 sources, got 1'):
-        sc(torch.zeros(1, 4, 2, 2), [torch.zeros(1, 4, 2, 2)])
+    assert sc.weight.shape == (3, 8, 1, 1) and torch.all(sc.weight == 1.0)  # default init
+    none = DenseShortcut(channels=4, num_sources=2, weight='none')
+    assert none.weight is None and not list(none.parameters())
     with pytest.raises(ValueError, match='shortcut_weight must be one of'):
         DenseShortcut(4, 1, weight='scalar')
+
+
+@pytest.mark.parametrize('init, expected', [
+    (0.5, [0.5, 0.5, 0.5]), (2, [2.0, 2.0, 2.0]),
+    ('uniform', [1 / 3, 1 / 3, 1 / 3]), ('last', [0.0, 0.0, 1.0])])
+def test_shortcut_init_values(init, expected):
+    sc = DenseShortcut(channels=4, num_sources=3, init=init)
+    torch.testing.assert_close(sc.weight[:, :, 0, 0],
+                               torch.tensor(expected).view(3, 1).expand(3, 4))
+    assert init_values(init, 3).tolist() == pytest.approx(expected)
+
+
+def test_unknown_shortcut_init_names_the_allowed_values():
+    with pytest.raises(ValueError, match=r"one of \('uniform', 'last'\), got 'ones'"):
+        DenseShortcut(4, 2, init='ones')
+    with pytest.raises(TypeError, match='shortcut_init must be a number'):
+        DenseShortcut(4, 2, init=None)
 
 
 @pytest.mark.parametrize('cfg, cls, groups', [
@@ -47,10 +50,15 @@ def test_shortcut_norms_are_parameter_free(cfg, cls, groups):
 
 
 def test_gn_group_rule():
-    assert gn_groups(256) == 32
-    assert gn_groups(16) == 16  # 0.25x DS2 inner shortcut: one channel per group
-    assert gn_groups(104) == 26  # DS2Res2Net50: 26w x 4s
+    assert gn_groups(256) == 32 and gn_groups(64) == 32
+    # narrow DS2 inner shortcuts: never one channel per group (that would be IN, Table 1's worst)
+    assert gn_groups(16) == 8 and gn_groups(32) == 16
+    assert gn_groups(104) == 26 and gn_groups(208) == 26  # DS2Res2Net50: 26w x 4s
     assert gn_groups(48) == 24 and gn_groups(48, 16) == 16
+    assert gn_groups(2) == 1 and gn_groups(1) == 1
+    for c in range(2, 600):
+        g = gn_groups(c)
+        assert c % g == 0 and g <= 32 and c // g >= 2
     with pytest.raises(ValueError, match='num_groups=32 cannot split 48 channels'):
         gn_groups(48, 32)
     with pytest.raises(ValueError, match='unknown type'):

@@ -155,9 +155,9 @@ def test_forward_backward_narrow(name):
     assert bb.layer2.block(0).downsample[0].weight.grad.abs().sum() > 0
     assert bb.layer4.block(1).bn3.weight.grad.abs().sum() > 0
     if TABLE8[name][1] == 'dense':  # the dense shortcut weights W of stage 2 learn
-        assert bb.layer2.shortcuts[0].weight.grad.abs().sum() > 0
+        assert bb.layer2.aggregation.shortcuts[0].weight.grad.abs().sum() > 0
     if TABLE8[name][0] == 'DS2Net':
-        assert any('inner_shortcut' in n and p.grad is not None
+        assert any('inner_aggregation' in n and p.grad is not None
                    for n, p in bb.layer3.named_parameters())
     # norm_eval: BatchNorm stays in eval mode while the detector trains.
     assert not bb.layer3.block(0).bn1.training

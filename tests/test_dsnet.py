@@ -6,7 +6,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdsnet.models import DS2Net, DSLayer, DSNet
 
-from helpers import randomize
+from helpers import randomize, reference_form
 
 TINY = dict(base_channels=8, shortcut_norm_cfg=dict(type='GN', num_groups=4))
 
@@ -26,8 +26,8 @@ def _explicit_stage(layer: DSLayer, x):
             agg = X[l] + sum(Y[i] for i in range(l))                    # Eq. 13
         else:
             src = X if mode == 'dense_x' else Y                         # Eq. 11 / Eq. 12
-            w = layer.shortcuts[l - 1].weight
-            agg = X[l] + sum((1 if w is None else w[i]) * layer.norms[i](src[i])
+            w = layer.aggregation.shortcuts[l - 1].weight
+            agg = X[l] + sum((1 if w is None else w[i]) * layer.aggregation.norms[i](src[i])
                              for i in range(l))
         Y.append(torch.relu(agg))
     return Y[-1]
@@ -48,13 +48,16 @@ def test_stage_matches_explicit_equations(shortcut, norm):
 
 
 def test_each_normalization_runs_once_per_forward():
+    """In the reference form each norm module runs once per forward (the operators' form is
+    checked in tests/test_aggregation.py::test_each_source_is_normalized_once_per_forward)."""
     model = DSNet(depth=50, **TINY).train()
     calls = {}
     for lname in model.res_layers:
-        for i, norm in enumerate(getattr(model, lname).norms):
+        for i, norm in enumerate(getattr(model, lname).aggregation.norms):
             norm.register_forward_hook(
                 lambda m, a, o, k=(lname, i): calls.__setitem__(k, calls.get(k, 0) + 1))
-    model(torch.randn(2, 3, 32, 32))
+    with reference_form():
+        model(torch.randn(2, 3, 32, 32))
     # stages of 3, 4, 6, 3 blocks have 2, 3, 5, 2 sources, each normalized exactly once
     assert len(calls) == 2 + 3 + 5 + 2 and set(calls.values()) == {1}
 
@@ -89,6 +92,23 @@ def test_identity_mode_is_mmpretrain_resnet_cifar_and_resnet18():
     ours.load_state_dict(theirs.state_dict(), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=0, atol=0)
+
+
+def test_identity_mode_is_mmpretrain_res2net():
+    """Res2Net-50 26w4s (v1: plain 7x7 stem, conv projection): mmpretrain's weights load strictly
+    and the outputs of all four stages are bit-identical (the first block of every stage pools
+    its last split, stride 1 included, as Res2Net's "stage" blocks do)."""
+    from mmpretrain.models import Res2Net
+    theirs = randomize(Res2Net(depth=50, base_width=26, scales=4, deep_stem=False,
+                               avg_down=False, out_indices=(0, 1, 2, 3)))
+    theirs.eval()
+    ours = DSNet(depth=50, block='bottle2neck', shortcut='identity', out_indices=(0, 1, 2, 3),
+                 block_cfg=dict(base_width=26, scales=4)).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(ours(x), theirs(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------- parameter counts
@@ -161,11 +181,11 @@ def test_frozen_stages_freeze_stem_stages_and_shortcut_weights():
     for mod in frozen:
         assert all(not p.requires_grad for p in mod.parameters())
         assert all(not x.training for x in mod.modules())
-    assert not m.layer1.shortcuts[0].weight.requires_grad
-    assert m.layer3.shortcuts[0].weight.requires_grad and m.layer3.training
-    before = m.layer1.norms[0].running_mean.clone()
+    assert not m.layer1.aggregation.shortcuts[0].weight.requires_grad
+    assert m.layer3.aggregation.shortcuts[0].weight.requires_grad and m.layer3.training
+    before = m.layer1.aggregation.norms[0].running_mean.clone()
     m(torch.randn(2, 3, 32, 32))
-    torch.testing.assert_close(m.layer1.norms[0].running_mean, before)  # frozen BN stats
+    torch.testing.assert_close(m.layer1.aggregation.norms[0].running_mean, before)  # frozen BN stats
 
 
 def test_norm_eval_reaches_every_batchnorm_including_shortcut_norms():
@@ -183,7 +203,7 @@ def test_zero_init_residual_and_pretrained_skip(tmp_path):
     m = DSNet(depth=26, **TINY)
     m.init_weights()
     assert torch.all(m.layer2.block(1).bn3.weight == 0)
-    assert torch.all(m.layer2.shortcuts[0].weight == 1.0)  # W starts at shortcut_init
+    assert torch.all(m.layer2.aggregation.shortcuts[0].weight == 1.0)  # W starts at shortcut_init
     src = DSNet(depth=26, **TINY)
     randomize(src)
     path = tmp_path / 'w.pth'

@@ -9,8 +9,7 @@ import torch
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from torch import Tensor, nn
 
-from .layers import DenseShortcut, build_shortcut_norm
-from .layers.fused import dense_aggregate, fused_supported, normalize_once, resolve_impl
+from .layers import DenseAggregation, keep_legacy_keys
 
 
 def bottleneck_width(planes: int, groups: int = 1, width_per_group: int = 64) -> int:
@@ -31,9 +30,8 @@ class _Block(nn.Module):
     """Shared parts: the projection of block 0 and the DS2 inner shortcut (paper 3.3, [59])."""
 
     expansion = 1
-    # DS2's inner shortcut: 'fused', 'reference' or 'checkpoint' (treated as 'reference' here:
-    # one source, nothing to gain); None follows the default (see mmdsnet.models.layers.fused).
-    shortcut_impl: Optional[str] = None
+    #: Whether the block is built differently as the first block of a stage (Res2Net).
+    stage_aware = False
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, conv_cfg: Optional[dict],
                  norm_cfg: dict) -> None:
@@ -49,39 +47,38 @@ class _Block(nn.Module):
         else:
             self.downsample = None
 
-    def _norm(self, channels: int, postfix) -> str:
+    def _add_norm(self, channels: int, postfix) -> str:
+        """Build a residual-branch norm (``bn1`` / ``gn1`` ...) and return its name."""
         name, norm = build_norm_layer(self.norm_cfg, channels, postfix=postfix)
         self.add_module(name, norm)
         return name
 
     def _build_inner_shortcut(self, enabled: bool, channels: int, shortcut_norm_cfg,
-                              shortcut_weight: str, shortcut_init: float) -> None:
+                              shortcut_weight: str, shortcut_init) -> None:
         # Skipped where the 3x3 conv has stride 2: its input and output shapes differ.
-        self.has_inner_shortcut = enabled and self.stride == 1
-        if self.has_inner_shortcut:
-            self.inner_norm = build_shortcut_norm(shortcut_norm_cfg, channels)
-            self.inner_shortcut = DenseShortcut(channels, 1, shortcut_weight, shortcut_init)
-
-    def _add_inner_shortcut(self, out: Tensor, u: Tensor) -> Tensor:
-        """DS2Net: ``out + w * N(u)``, ``u`` being the input of the 3x3 conv."""
-        if self.has_inner_shortcut:
-            out = self.inner_shortcut(out, [self.inner_norm(u)])
-        return out
+        if enabled and self.stride == 1:
+            self.inner_aggregation = DenseAggregation(channels, 1, shortcut_norm_cfg,
+                                                      shortcut_weight, shortcut_init)
+            # saved as before it was one module: inner_norm.*, inner_shortcut.weight
+            keep_legacy_keys(self, {'inner_aggregation.norms.0.': 'inner_norm.',
+                                    'inner_aggregation.shortcuts.0.': 'inner_shortcut.'})
+        else:
+            self.inner_aggregation = None
 
     def _inner_aggregate(self, out: Tensor, u: Tensor) -> Tensor:
-        """``act(out + w * N(u))`` (DS2Net), fused unless ``impl='reference'``: the fused form
-        keeps neither ``N(u)`` nor the sum for backward (``u`` is the saved 3x3 conv input)."""
-        if (resolve_impl(self.shortcut_impl) == 'fused' and fused_supported(self.inner_norm)):
-            n, st = normalize_once(self.inner_norm, u, torch.is_grad_enabled())
-            return dense_aggregate(out, self.inner_shortcut.weight, [u], [n], [st], act=True)
-        return self.relu(self._add_inner_shortcut(out, u))
+        """DS2Net: ``act(out + w * N(u))``, ``u`` being the input of the 3x3 conv(s)."""
+        return self.inner_aggregation(out, [self.inner_aggregation.normalize(0, u)])
 
     def project(self, x: Tensor) -> Tensor:
         """Block 0's shortcut: the projection, or the identity where shapes match."""
         return x if self.downsample is None else self.downsample(x)
 
+    @property
+    def last_norm(self) -> nn.Module:
+        return getattr(self, self.last_norm_name)
+
     def zero_init_last(self) -> None:
-        nn.init.zeros_(getattr(self, self.last_norm_name).weight)
+        nn.init.zeros_(self.last_norm.weight)
 
 
 class DSBasicBlock(_Block):
@@ -91,7 +88,8 @@ class DSBasicBlock(_Block):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
-                 first_block: bool = False, inner_shortcut: bool = False, **shortcut) -> None:
+                 inner_shortcut: bool = False, shortcut_norm_cfg=None,
+                 shortcut_weight: str = 'channel', shortcut_init=1.0) -> None:
         super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
         if inner_shortcut:
             raise ValueError('inner_shortcut (DS2) needs a bottleneck 3x3 conv; block="basic" has '
@@ -99,14 +97,15 @@ class DSBasicBlock(_Block):
                              'block="bottleneck" or inner_shortcut=False.')
         self.conv1 = build_conv_layer(conv_cfg, in_channels, out_channels, 3, stride=stride,
                                       padding=1, bias=False)
-        self._norm1 = self._norm(out_channels, 1)
+        self.norm1_name = self._add_norm(out_channels, 1)
         self.conv2 = build_conv_layer(conv_cfg, out_channels, out_channels, 3, padding=1,
                                       bias=False)
-        self.last_norm_name = self._norm(out_channels, 2)
+        self.last_norm_name = self._add_norm(out_channels, 2)
+        self.inner_aggregation = None
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(getattr(self, self._norm1)(self.conv1(x)))
-        return getattr(self, self.last_norm_name)(self.conv2(out))
+        out = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
+        return self.last_norm(self.conv2(out))
 
 
 class DSBottleneck(_Block):
@@ -123,28 +122,27 @@ class DSBottleneck(_Block):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
-                 first_block: bool = False, groups: int = 1, width_per_group: int = 64,
+                 groups: int = 1, width_per_group: int = 64,
                  inner_shortcut: bool = False, shortcut_norm_cfg=None,
-                 shortcut_weight: str = 'channel', shortcut_init: float = 1.0) -> None:
+                 shortcut_weight: str = 'channel', shortcut_init=1.0) -> None:
         super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
         mid = bottleneck_width(out_channels // self.expansion, groups, width_per_group)
-        self.mid_channels = mid
         self.conv1 = build_conv_layer(conv_cfg, in_channels, mid, 1, bias=False)
-        self._norm1 = self._norm(mid, 1)
+        self.norm1_name = self._add_norm(mid, 1)
         # "pytorch" style: the stride sits on the 3x3 conv, as in mmpretrain and torchvision.
         self.conv2 = build_conv_layer(conv_cfg, mid, mid, 3, stride=stride, padding=1,
                                       groups=groups, bias=False)
-        self._norm2 = self._norm(mid, 2)
+        self.norm2_name = self._add_norm(mid, 2)
         self.conv3 = build_conv_layer(conv_cfg, mid, out_channels, 1, bias=False)
-        self.last_norm_name = self._norm(out_channels, 3)
+        self.last_norm_name = self._add_norm(out_channels, 3)
         self._build_inner_shortcut(inner_shortcut, mid, shortcut_norm_cfg, shortcut_weight,
                                    shortcut_init)
 
     def forward(self, x: Tensor) -> Tensor:
-        u = self.relu(getattr(self, self._norm1)(self.conv1(x)))
-        out = getattr(self, self._norm2)(self.conv2(u))
-        out = self._inner_aggregate(out, u) if self.has_inner_shortcut else self.relu(out)
-        return getattr(self, self.last_norm_name)(self.conv3(out))
+        u = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
+        out = getattr(self, self.norm2_name)(self.conv2(u))
+        out = self.relu(out) if self.inner_aggregation is None else self._inner_aggregate(out, u)
+        return self.last_norm(self.conv3(out))
 
 
 class DSBottle2neck(_Block):
@@ -158,12 +156,13 @@ class DSBottle2neck(_Block):
     """
 
     expansion = 4
+    stage_aware = True
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
                  first_block: bool = False, base_width: int = 26, scales: int = 4,
                  inner_shortcut: bool = False, shortcut_norm_cfg=None,
-                 shortcut_weight: str = 'channel', shortcut_init: float = 1.0) -> None:
+                 shortcut_weight: str = 'channel', shortcut_init=1.0) -> None:
         super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
         if scales < 2:
             raise ValueError(f'scales must be >= 2 for block="bottle2neck", got {scales}')
@@ -172,23 +171,24 @@ class DSBottle2neck(_Block):
             raise ValueError(f'bottle2neck split width is 0 (out_channels={out_channels}, '
                              f'base_width={base_width}); increase base_width or base_channels')
         self.width, self.scales = width, scales
-        self.mid_channels = mid = width * scales
-        # Res2Net's first block of a stage ("stage" type) does not chain the splits.
+        mid = width * scales
+        # Res2Net's first block of a stage ("stage" type) does not chain the splits and pools
+        # its last split, at stride 1 too (mmpretrain's and the official Res2Net).
         self.chained = not first_block
         self.conv1 = build_conv_layer(conv_cfg, in_channels, mid, 1, bias=False)
-        self._norm1 = self._norm(mid, 1)
+        self.norm1_name = self._add_norm(mid, 1)
         self.convs = nn.ModuleList(
             build_conv_layer(conv_cfg, width, width, 3, stride=stride, padding=1, bias=False)
             for _ in range(scales - 1))
         self.bns = nn.ModuleList(build_norm_layer(norm_cfg, width)[1] for _ in range(scales - 1))
-        self.pool = nn.AvgPool2d(3, stride, 1) if stride != 1 else None
+        self.pool = nn.AvgPool2d(3, stride, 1) if first_block else None
         self.conv3 = build_conv_layer(conv_cfg, mid, out_channels, 1, bias=False)
-        self.last_norm_name = self._norm(out_channels, 3)
+        self.last_norm_name = self._add_norm(out_channels, 3)
         self._build_inner_shortcut(inner_shortcut, mid, shortcut_norm_cfg, shortcut_weight,
                                    shortcut_init)
 
     def forward(self, x: Tensor) -> Tensor:
-        u = self.relu(getattr(self, self._norm1)(self.conv1(x)))
+        u = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
         splits = torch.split(u, self.width, 1)
         outs, sp = [], None
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
@@ -197,6 +197,6 @@ class DSBottle2neck(_Block):
             outs.append(sp)
         outs.append(splits[-1] if self.pool is None else self.pool(splits[-1]))
         out = torch.cat(outs, 1)
-        if self.has_inner_shortcut:
+        if self.inner_aggregation is not None:
             out = self._inner_aggregate(out, u)
-        return getattr(self, self.last_norm_name)(self.conv3(out))
+        return self.last_norm(self.conv3(out))

@@ -1,8 +1,12 @@
 """Table 9 of the paper, measured: training time and memory, inference speed, params and FLOPs.
 
 One process, one device, every model in the same harness (classification setting: backbone +
-global average pooling + a linear 1000-class head + cross-entropy + one SGD step), ResNet50 as the
-baseline every ratio refers to:
+global average pooling + a linear 1000-class head + cross-entropy + one SGD step). The baselines
+are the stock ResNet50s users already train (mmdet's, mmpretrain's, torchvision's) beside our own
+identity mode (``ResNet50``); every ratio refers to the best stock one of the run for that
+measure (the fastest for time, the smallest for memory), and the table names it. A baseline that
+cannot be built here (mmdet missing, say) is reported as missing, with the reason, and the run
+goes on with the others.
 
 * training time per iteration: ``--repeats`` rounds after ``--warmup`` steps; in each round every
   model runs ``--iters`` steps in turn, the order reversed every other round, so that slow phases
@@ -16,13 +20,12 @@ baseline every ratio refers to:
 * inference images/s (eval mode, ``torch.inference_mode``), alternated like training;
 * parameters and FLOPs of the whole classifier (MMEngine's ``get_model_complexity_info``).
 
-Models: the names in :data:`ZOO`, a config file (its ``model.backbone`` is used), each optionally
-suffixed ``@fused``, ``@reference`` or ``@checkpoint`` to pick the dense-shortcut implementation
-(otherwise ``--impl``). Examples::
+Models: the names in :data:`ZOO` or a config file (its ``model.backbone`` is used). The stock
+baselines (:data:`STOCK`) are added unless ``--no-stock``. Examples::
 
-    python tools/analysis/benchmark.py --models ResNet50 DSNet50 DS2Net50 --batch-size 8
-    python tools/analysis/benchmark.py --models ResNet50 DSNet50@reference DSNet50@fused \\
-        --out work_dirs/bench.json
+    python tools/analysis/benchmark.py --models DSNet50 DS2Net50 --batch-size 8
+    python tools/analysis/benchmark.py --models DSNet50 --threads 1 --clock cpu --repeats 9 \\
+        --skip memory infer flops --out work_dirs/bench.json
     python tools/analysis/benchmark.py --device cuda --batch-size 32   # the paper's per-GPU batch
 """
 import argparse
@@ -47,13 +50,14 @@ PAPER = {
     'DSNet50': (4777, 0.37),
     'DS2Net50': (5133, 0.39),
 }
-BASELINE = 'ResNet50'
+#: The stock ResNet50s every ratio refers to (the best of them in each run, per measure).
+STOCK = ['ResNet50-mmdet', 'ResNet50-mmpretrain', 'ResNet50-torchvision']
 DEFAULT_MODELS = ['ResNet50', 'ResNet152', 'DenseNet264', 'DSNet50', 'DS2Net50']
 
 
 def _dsnet(**kw):
-    from mmdsnet.models import DSNet
-    return DSNet(**kw)
+    from mmdsnet.models import DS2Net, DSNet
+    return (DS2Net if kw.pop('ds2', False) else DSNet)(**kw)
 
 
 def _mmpretrain(name, **kw):
@@ -61,15 +65,27 @@ def _mmpretrain(name, **kw):
     return {'ResNet': ResNet, 'DenseNet': DenseNet}[name](**kw)
 
 
+def _mmdet_resnet50():
+    from mmdet.models.backbones import ResNet  # imports mmcv.ops: needs mmcv's compiled ops
+    return ResNet(depth=50, out_indices=(3, ))
+
+
+def _torchvision_resnet50():
+    import torchvision
+    net = torchvision.models.resnet50()
+    return nn.Sequential(*list(net.children())[:-2])  # up to layer4: avgpool and fc are ours
+
+
 ZOO = {
-    'ResNet50': lambda: _dsnet(depth=50, shortcut='identity'),
+    'ResNet50': lambda: _dsnet(depth=50, shortcut='identity'),  # our identity mode
     'ResNet152': lambda: _dsnet(depth=152, shortcut='identity'),
     'DSNet50': lambda: _dsnet(depth=50),
-    'DS2Net50': lambda: _dsnet(depth=50, block_cfg=dict(inner_shortcut=True)),
+    'DS2Net50': lambda: _dsnet(depth=50, ds2=True),
     'DSNet101': lambda: _dsnet(depth=101),
-    'DS2Net101': lambda: _dsnet(depth=101, block_cfg=dict(inner_shortcut=True)),
-    # mmpretrain's own ResNet50: the check that our identity mode costs what theirs does
+    'DS2Net101': lambda: _dsnet(depth=101, ds2=True),
+    'ResNet50-mmdet': _mmdet_resnet50,
     'ResNet50-mmpretrain': lambda: _mmpretrain('ResNet', depth=50),
+    'ResNet50-torchvision': _torchvision_resnet50,
     # DenseNet-264 (Huang et al.): growth 32, blocks 6-12-64-48; not in mmpretrain's arch table
     'DenseNet264': lambda: _mmpretrain(
         'DenseNet', arch=dict(growth_rate=32, depths=[6, 12, 64, 48], init_channels=64)),
@@ -90,13 +106,7 @@ class Classifier(nn.Module):
         return self.head(feat.mean((2, 3)))
 
 
-def parse_spec(spec: str, default_impl: str):
-    name, _, impl = spec.partition('@')
-    return name, impl or default_impl
-
-
-def build(spec: str, default_impl: str) -> nn.Module:
-    name, impl = parse_spec(spec, default_impl)
+def build(name: str) -> nn.Module:
     if name in ZOO:
         backbone = ZOO[name]()
     elif name.endswith('.py') and os.path.exists(name):
@@ -112,8 +122,6 @@ def build(spec: str, default_impl: str) -> nn.Module:
             backbone = MODELS.build(bcfg)
     else:
         raise SystemExit(f'unknown model {name!r}: use one of {sorted(ZOO)} or a config file path')
-    from mmdsnet.models.layers.fused import set_shortcut_impl
-    set_shortcut_impl(backbone, impl)
     # No init_weights(): timing and memory do not depend on the values, and MMEngine's
     # per-parameter init report would flood the log.
     with torch.no_grad():
@@ -130,7 +138,7 @@ class Runner:
         torch.manual_seed(0)
         self.spec = spec
         self.device = device
-        self.model = build(spec, args.impl).to(device)
+        self.model = build(spec).to(device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
                                    weight_decay=1e-4)
         n, s = args.batch_size, args.input_size
@@ -185,10 +193,21 @@ def summary(xs: List[float]) -> dict:
     return dict(median=statistics.median(xs), min=min(xs), max=max(xs), samples=xs)
 
 
+def best_stock(res, value, lowest=True) -> Optional[str]:
+    """The stock baseline with the best ``value(model result)`` in this run, or None."""
+    found = [(value(res['models'][s]), s) for s in STOCK
+             if s in res['models'] and value(res['models'][s]) is not None]
+    return (min if lowest else max)(found)[1] if found else None
+
+
 def paired_ratios(res, samples, specs, key):
-    """Median over rounds of (model time / baseline time in the same round): with alternation,
-    a slow phase of a shared machine cancels out of each round's ratio."""
-    base = next(s for s in specs if parse_spec(s, 'x')[0] == BASELINE)
+    """Median over rounds of (model time / reference time in the same round), the reference
+    being the fastest stock baseline: with alternation, a slow phase of a shared machine cancels
+    out of each round's ratio."""
+    base = best_stock(res, lambda m: m.get(key, {}).get('median'))
+    res['reference'][key] = base
+    if base is None:
+        return
     for s in specs:
         ratios = [a / b for a, b in zip(samples[s], samples[base])]
         res['models'][s][key]['paired_ratio_median'] = statistics.median(ratios)
@@ -226,7 +245,7 @@ def memory_child(spec: str, args) -> dict:
 def memory_cpu(spec: str, args) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0',
                OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES='')
-    cmd = [sys.executable, __file__, '--memory-child', spec, '--impl', args.impl,
+    cmd = [sys.executable, __file__, '--memory-child', spec,
            '--batch-size', str(args.batch_size), '--input-size', str(args.input_size),
            '--threads', str(args.threads), '--memory-steps', str(args.memory_steps)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -260,21 +279,32 @@ def _ratio(v, base):
     return None if v is None or base in (None, 0) else v / base
 
 
+def references(res: dict, memory_key: str) -> Dict[str, Optional[str]]:
+    """The stock baseline each ratio column divides by (named in the table's header)."""
+    return {
+        'time': best_stock(res, lambda m: m.get('train_time', {}).get('median')),
+        'memory': best_stock(res, lambda m: m.get('memory', {}).get(memory_key)),
+        'infer': best_stock(res, lambda m: m.get('infer_img_s'), lowest=False),
+    }
+
+
 def table(res: dict, memory_key: str) -> str:
-    base = next((s for s in res['models'] if parse_spec(s, 'x')[0] == BASELINE), None)
-    b = res['models'].get(base, {})
-    rows = [('model', 'params M', 'GFLOPs', 'train s/it (min-max)', 'x R50', 'memory MB', 'x R50',
-             'infer img/s', 'x R50', "paper's MB", 'x', "paper's s/it", 'x')]
-    pr = PAPER[BASELINE]
-    for spec, m in res['models'].items():
-        name = parse_spec(spec, 'x')[0]
+    ref = references(res, memory_key)
+    models = res['models']
+    bt = models.get(ref['time'], {}).get('train_time', {}).get('median')
+    bm = models.get(ref['memory'], {}).get('memory', {}).get(memory_key)
+    bi = models.get(ref['infer'], {}).get('infer_img_s')
+    rows = [('model', 'params M', 'GFLOPs', 'train s/it (min-max)', 'x ref', 'memory MB', 'x ref',
+             'infer img/s', 'x ref', "paper's MB", 'x', "paper's s/it", 'x')]
+    pr = PAPER['ResNet50']
+    for spec, m in models.items():
+        if 'missing' in m:
+            rows.append((spec, f"missing: {m['missing']}", *([''] * 11)))
+            continue
         t = m.get('train_time', {}).get('median')
         mem = m.get('memory', {}).get(memory_key)
         ips = m.get('infer_img_s')
-        bt = b.get('train_time', {}).get('median')
-        bm = b.get('memory', {}).get(memory_key)
-        bi = b.get('infer_img_s')
-        p = PAPER.get(name)
+        p = PAPER.get(spec)
 
         def f(v, fmt):
             return '-' if v is None else format(v, fmt)
@@ -289,16 +319,20 @@ def table(res: dict, memory_key: str) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ['| ' + ' | '.join(str(c).ljust(w) for c, w in zip(r, widths)) + ' |' for r in rows]
     lines.insert(1, '|' + '|'.join('-' * (w + 2) for w in widths) + '|')
-    return '\n'.join(lines)
+    head = (f"Ratios ('x ref') to the best stock ResNet50 of this run: time {ref['time']}, "
+            f"memory {ref['memory']}, inference {ref['infer']}. The paper's ratios are to its "
+            f"ResNet50.")
+    return head + '\n' + '\n'.join(lines)
 
 
 def main(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--models', nargs='+', default=DEFAULT_MODELS,
-                   help=f'names ({", ".join(sorted(ZOO))}) or config files, each optionally '
-                   'suffixed @fused / @reference / @checkpoint. The baseline ResNet50 is added '
-                   'when missing.')
+                   help=f'names ({", ".join(sorted(ZOO))}) or config files; the stock '
+                   f'baselines {STOCK} are added unless --no-stock')
+    p.add_argument('--no-stock', action='store_true',
+                   help='do not add the stock baselines (ratios are then not printed)')
     p.add_argument('--batch-size', type=int, default=8)
     p.add_argument('--input-size', type=int, default=224)
     p.add_argument('--iters', type=int, default=2, help='training steps per timed stretch')
@@ -306,8 +340,6 @@ def main(argv: Optional[List[str]] = None):
     p.add_argument('--warmup', type=int, default=2, help='untimed steps per model first')
     p.add_argument('--infer-iters', type=int, default=2)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--impl', default='fused', choices=['fused', 'reference', 'checkpoint'],
-                   help='dense-shortcut implementation for models without an @impl suffix')
     p.add_argument('--threads', type=int, default=2, help='torch threads (CPU)')
     p.add_argument('--clock', default='wall', choices=sorted(CLOCKS),
                    help='wall: elapsed time (the measure); cpu: CPU time of this process, which '
@@ -324,9 +356,7 @@ def main(argv: Optional[List[str]] = None):
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args)))
         return
-    specs = list(dict.fromkeys(args.models))
-    if not any(parse_spec(s, 'x')[0] == BASELINE for s in specs):
-        specs.insert(0, BASELINE)
+    specs = list(dict.fromkeys(([] if args.no_stock else STOCK) + args.models))
     device = torch.device(args.device)
     log = lambda s: print(s, flush=True)  # noqa: E731
     res = dict(
@@ -337,15 +367,22 @@ def main(argv: Optional[List[str]] = None):
                      device=(torch.cuda.get_device_name(device) if device.type == 'cuda'
                              else 'cpu')),
         settings=dict(batch_size=args.batch_size, input_size=args.input_size, iters=args.iters,
-                      repeats=args.repeats, warmup=args.warmup, impl=args.impl,
-                      clock=args.clock, threads=args.threads),
-        models={s: {} for s in specs})
+                      repeats=args.repeats, warmup=args.warmup, clock=args.clock,
+                      threads=args.threads),
+        models={s: {} for s in specs}, reference={})
     log(f"{res['date']}  {res['machine']}  {res['settings']}")
 
     runners = []
     for s in specs:
         log(f'building {s}')
-        runners.append(Runner(s, args, device))
+        try:
+            runners.append(Runner(s, args, device))
+        except Exception as e:  # noqa: BLE001  (a baseline we cannot build is reported)
+            if s not in STOCK:
+                raise
+            res['models'][s]['missing'] = f'{type(e).__name__}: {e}'.splitlines()[0][:200]
+            log(f"  {s} is missing: {res['models'][s]['missing']}")
+    specs = [r.spec for r in runners]
     for r in runners:
         if 'flops' not in args.skip:
             res['models'][r.spec].update(complexity(r, args))
@@ -383,8 +420,11 @@ def main(argv: Optional[List[str]] = None):
     print(f"Training memory: {measure}; paper's columns: Table 9, four 1080Ti GPUs, "
           f"batch 32 per GPU")
     print(table(res, key))
-    print('Median of per-round ratios to ResNet50 (train time; inference time):')
-    for s, m in res['models'].items():
+    print(f"Median of per-round ratios to the fastest stock ResNet50 (train time: "
+          f"{res['reference'].get('train_time')}; inference time: "
+          f"{res['reference'].get('infer_time')}):")
+    for s in specs:
+        m = res['models'][s]
         print(f"  {s}: {m.get('train_time', {}).get('paired_ratio_median', float('nan')):.3f}; "
               f"{m.get('infer_time', {}).get('paired_ratio_median', float('nan')):.3f}")
     if args.out:

@@ -1,5 +1,6 @@
 """DSNet / DS2Net backbones: ResNet with its identity shortcut replaced by dense shortcuts."""
 import copy
+import logging
 from typing import Optional, Sequence, Tuple, Union
 
 from mmcv.cnn import build_conv_layer, build_norm_layer
@@ -11,8 +12,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import register_model
 from ..blocks import DSBasicBlock, DSBottle2neck, DSBottleneck
-from ..layers.fused import set_shortcut_impl
 from ..pretrained import load_pretrained, pretrained_cfg
+from ..layers import DenseAggregation, init_values
+from ..layers.dense_shortcut import WEIGHT_TYPES, check_shortcut_norm_cfg
 from ..stage import SHORTCUT_MODES, DSLayer
 
 # Kaiming for convs, ones for affine norms; the shortcut weights W are bare parameters that no
@@ -44,7 +46,9 @@ class DSNet(BaseModule):
         shortcut_norm_cfg (str | dict | None): ``N``: ``'GN'`` / ``dict(type='GN',
             num_groups=32)`` (default), ``'LN'``, ``'IN'``, ``'BN'`` (no affine) or None.
         shortcut_weight (str): ``'channel'`` (learnable ``W_l^i``, default) or ``'none'``.
-        shortcut_init (float): Initial value of every ``W``. Defaults to 1.0.
+        shortcut_init (float | str): Initial value of ``W``: a number, ``'uniform'``
+            (``1/l``) or ``'last'`` (``W_l^{l-1} = 1``, the rest 0); see
+            :class:`~mmdsnet.models.layers.DenseShortcut`. Defaults to 1.0.
         stem (str): ``'imagenet'`` (7x7/2 conv + 3x3/2 max pool) or ``'cifar'`` (3x3/1 conv).
         in_channels (int): Input image channels. Defaults to 3.
         stem_channels (int, optional): Stem width; defaults to ``base_channels``.
@@ -60,10 +64,6 @@ class DSNet(BaseModule):
         norm_eval (bool): Keep every BatchNorm (shortcut norms included) in eval mode while
             training. Defaults to False.
         with_cp (bool): Gradient checkpointing of the residual branches. Defaults to False.
-        shortcut_impl (str, optional): How the dense aggregation is computed, with the same
-            mathematics: ``'fused'`` (keeps no normalized source for backward, docs/performance.md),
-            ``'reference'`` (the straightforward form) or ``'checkpoint'``. Defaults to None:
-            the process default, ``'fused'`` unless ``MMDSNET_SHORTCUT_IMPL`` says otherwise.
         zero_init_residual (bool): Zero the last norm of each residual branch, skipped when
             ``init_cfg`` loads pretrained weights. Defaults to True.
         init_cfg (dict | list[dict], optional): Defaults to :data:`DEFAULT_INIT_CFG`.
@@ -93,7 +93,7 @@ class DSNet(BaseModule):
                  shortcut: str = 'dense',
                  shortcut_norm_cfg: Union[str, dict, None] = 'GN',
                  shortcut_weight: str = 'channel',
-                 shortcut_init: float = 1.0,
+                 shortcut_init: Union[float, str] = 1.0,
                  stem: str = 'imagenet',
                  in_channels: int = 3,
                  stem_channels: Optional[int] = None,
@@ -104,7 +104,6 @@ class DSNet(BaseModule):
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  norm_eval: bool = False,
                  with_cp: bool = False,
-                 shortcut_impl: Optional[str] = None,
                  zero_init_residual: bool = True,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=copy.deepcopy(list(DEFAULT_INIT_CFG))
@@ -132,6 +131,8 @@ class DSNet(BaseModule):
         self.block_cfg = {**self.default_block_cfg, **(block_cfg or {})}
         block_cls = self.block_types[block]
         stem_channels = base_channels if stem_channels is None else stem_channels
+        self._check_shortcut_args(shortcut, self.block_cfg.get('inner_shortcut', False),
+                                  shortcut_norm_cfg, shortcut_weight, shortcut_init)
 
         self._make_stem(stem, in_channels, stem_channels, conv_cfg, norm_cfg)
         self.res_layers, in_ch = [], stem_channels
@@ -141,9 +142,10 @@ class DSNet(BaseModule):
                 blocks = [
                     block_cls(in_ch if j == 0 else out_ch, out_ch,
                               stride=(1 if i == 0 else 2) if j == 0 else 1,
-                              conv_cfg=conv_cfg, norm_cfg=norm_cfg, first_block=j == 0,
+                              conv_cfg=conv_cfg, norm_cfg=norm_cfg,
                               shortcut_norm_cfg=shortcut_norm_cfg,
                               shortcut_weight=shortcut_weight, shortcut_init=shortcut_init,
+                              **(dict(first_block=j == 0) if block_cls.stage_aware else {}),
                               **self.block_cfg) for j in range(n)
                 ]
             except TypeError as e:  # an unknown block_cfg key: name it and the block
@@ -154,10 +156,34 @@ class DSNet(BaseModule):
             self.add_module(f'layer{i + 1}', layer)
             self.res_layers.append(f'layer{i + 1}')
             in_ch = out_ch
-        set_shortcut_impl(self, shortcut_impl)
         self.stage_channels: Tuple[int, ...] = tuple(
             base_channels * 2**i * block_cls.expansion for i in range(num_stages))
         self._freeze_stages()
+        self._log_shortcut_norms()
+
+    @staticmethod
+    def _check_shortcut_args(shortcut, inner_shortcut, norm_cfg, weight, init) -> None:
+        """Validate the shortcut arguments in every mode, and warn (once per process) about those
+        the mode ignores: identity and ResNet-dense have neither ``N`` nor ``W`` (unless DS2's
+        inner shortcuts use them)."""
+        check_shortcut_norm_cfg(norm_cfg)  # unknown type or key: the error names the choices
+        if weight not in WEIGHT_TYPES:
+            raise ValueError(f'shortcut_weight must be one of {WEIGHT_TYPES}, got {weight!r}')
+        init_values(init, 1)
+        if shortcut in ('identity', 'dense_identity') and not inner_shortcut:
+            given = {k: v for k, v, default in (('shortcut_norm_cfg', norm_cfg, 'GN'),
+                                                ('shortcut_weight', weight, 'channel'),
+                                                ('shortcut_init', init, 1.0)) if v != default}
+            if given:
+                print_log(f'DSNet(shortcut={shortcut!r}) has no weighted normalized shortcuts, '
+                          f'so {given} has no effect', logger='current', level=logging.WARNING)
+
+    def _log_shortcut_norms(self) -> None:
+        """Which ``N`` each shortcut got (debug level): GN group counts follow a width rule."""
+        for name, m in self.named_modules():
+            if isinstance(m, DenseAggregation) and len(m.norms):
+                print_log(f'{name}: N = {m.norms[0]!r} on {m.num_sources} source(s)',
+                          logger='current', level=logging.DEBUG)
 
     @staticmethod
     def _check_out_indices(out_indices, num_stages: int) -> Tuple[int, ...]:

@@ -1,3 +1,8 @@
-from .dense_shortcut import DenseShortcut, build_shortcut_norm, gn_groups
+from .aggregation import DenseAggregation, Source, aggregate_reference, keep_legacy_keys, op_supports
+from .dense_shortcut import (INIT_SCHEMES, DenseShortcut, build_shortcut_norm, gn_groups,
+                             init_values)
 
-__all__ = ['DenseShortcut', 'build_shortcut_norm', 'gn_groups']
+__all__ = [
+    'DenseAggregation', 'Source', 'aggregate_reference', 'keep_legacy_keys', 'op_supports',
+    'DenseShortcut', 'build_shortcut_norm', 'gn_groups', 'init_values', 'INIT_SCHEMES'
+]

@@ -1,11 +1,12 @@
 """The dense weighted normalized shortcut ``DS(Y_i) = W^i * N(Y_i)`` (paper Eq. 10-12)."""
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 NORM_TYPES = ('GN', 'LN', 'IN', 'BN')
 WEIGHT_TYPES = ('channel', 'none')
+INIT_SCHEMES = ('uniform', 'last')
 DEFAULT_GN_GROUPS = 32
 
 NormCfg = Optional[Union[str, dict]]
@@ -14,22 +15,42 @@ NormCfg = Optional[Union[str, dict]]
 def gn_groups(channels: int, num_groups: Optional[int] = None) -> int:
     """Group count of the shortcut GroupNorm on ``channels`` channels.
 
-    Rule: without an explicit ``num_groups``, the largest divisor of ``channels`` that is at most
-    32 (32 at every power-of-two width from 32 channels up; 16 for the 16-channel DS2 shortcut of a
-    0.25x net; 26 for DS2Res2Net50's 104-channel 26w x 4s group). An explicit ``num_groups`` is
-    used as given and must divide ``channels`` at every shortcut of the network.
+    Rule (ours; the paper only says GN): without an explicit ``num_groups``, the largest divisor of
+    ``channels`` that is at most 32 and leaves at least 2 channels in every group. A group of one
+    channel would silently turn GN into IN, which Table 1 measures as the worst shortcut norm.
+    So: 32 groups from 64 channels up (every shortcut between stages of a 0.25x net and wider);
+    16 on 32 channels and 8 on 16 (DS2's inner shortcuts of narrow nets); 26 on DS2Res2Net50's
+    104-channel 26w x 4s group. An explicit ``num_groups`` is used as given and must divide
+    ``channels`` at every shortcut of the network (``'IN'`` asks for one channel per group).
     """
     if num_groups is None:
-        return max(g for g in range(1, min(DEFAULT_GN_GROUPS, channels) + 1)
-                   if channels % g == 0)
+        return max([g for g in range(1, min(DEFAULT_GN_GROUPS, channels // 2) + 1)
+                    if channels % g == 0] or [1])
     if num_groups < 1 or channels % num_groups:
         divisors = [g for g in range(1, channels + 1) if channels % g == 0]
         raise ValueError(
             f'shortcut_norm_cfg: GroupNorm with num_groups={num_groups} cannot split '
             f'{channels} channels, a shortcut of this network at the chosen width. Use a '
             f'num_groups dividing every shortcut width (here one of {divisors}), or leave '
-            f'num_groups out to pick the largest divisor <= {DEFAULT_GN_GROUPS} per layer.')
+            f'num_groups out to pick the default rule per layer.')
     return num_groups
+
+
+def init_values(init: Union[float, str], num_sources: int) -> torch.Tensor:
+    """Initial ``W_l^i`` for ``i = 0 .. l-1`` (``l = num_sources``), see :class:`DenseShortcut`."""
+    if isinstance(init, str):
+        if init not in INIT_SCHEMES:
+            raise ValueError(f'shortcut_init must be a number or one of {INIT_SCHEMES}, '
+                             f'got {init!r}')
+        if init == 'uniform':
+            return torch.full((num_sources, ), 1.0 / num_sources)
+        values = torch.zeros(num_sources)
+        values[-1] = 1.0
+        return values
+    if isinstance(init, bool) or not isinstance(init, (int, float)):
+        raise TypeError(f'shortcut_init must be a number or one of {INIT_SCHEMES}, '
+                        f'got {init!r}')
+    return torch.full((num_sources, ), float(init))
 
 
 def build_shortcut_norm(cfg: NormCfg, channels: int) -> nn.Module:
@@ -40,68 +61,87 @@ def build_shortcut_norm(cfg: NormCfg, channels: int) -> nn.Module:
             ``'LN'`` (GN with 1 group), ``'IN'`` (GN with C groups), ``'BN'`` (BatchNorm without
             affine; keeps running statistics), or ``None`` / ``'none'`` (no normalization).
             A dict is ``dict(type=..., **kwargs)``; GN takes ``num_groups`` and all take ``eps``.
+            Any other type is built by mmcv's ``build_norm_layer`` from the norm registry
+            (e.g. ``dict(type='SyncBN', affine=False)`` or a norm you registered); the dense
+            aggregation then takes its reference form (see
+            :class:`~mmdsnet.models.layers.DenseAggregation`).
         channels (int): Channels of the normalized feature.
     """
-    if cfg is None:
+    norm_type, kwargs = check_shortcut_norm_cfg(cfg)
+    if norm_type is None:
         return nn.Identity()
-    cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
-    norm_type = cfg.pop('type', None)
-    if norm_type in (None, 'none'):
-        return nn.Identity()
-    eps = cfg.pop('eps', 1e-5)
-    num_groups = cfg.pop('num_groups', None) if norm_type == 'GN' else None
-    if cfg:
-        raise TypeError(f'shortcut_norm_cfg: unexpected keys {sorted(cfg)} for {norm_type!r}')
+    if norm_type not in NORM_TYPES:
+        return _build_registered_norm(norm_type, kwargs, channels)
+    eps = kwargs.get('eps', 1e-5)
     if norm_type == 'GN':
-        return nn.GroupNorm(gn_groups(channels, num_groups), channels, eps=eps, affine=False)
+        groups = gn_groups(channels, kwargs.get('num_groups'))
+        return nn.GroupNorm(groups, channels, eps=eps, affine=False)
     if norm_type == 'LN':
         return nn.GroupNorm(1, channels, eps=eps, affine=False)
     if norm_type == 'IN':
         return nn.GroupNorm(channels, channels, eps=eps, affine=False)
-    if norm_type == 'BN':
-        return nn.BatchNorm2d(channels, eps=eps, affine=False)
-    raise ValueError(f'shortcut_norm_cfg: unknown type {norm_type!r}; '
-                     f'expected one of {NORM_TYPES} or None')
+    return nn.BatchNorm2d(channels, eps=eps, affine=False)
+
+
+def check_shortcut_norm_cfg(cfg: NormCfg):
+    """``(type, kwargs)`` of a shortcut norm config (type None: no normalization); an unknown
+    type or key raises, naming the allowed ones."""
+    if cfg is None:
+        return None, {}
+    cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
+    norm_type = cfg.pop('type', None)
+    if norm_type in (None, 'none'):
+        return None, {}
+    if norm_type not in NORM_TYPES:
+        from mmengine.registry import MODELS
+        import mmcv.cnn  # noqa: F401  (registers mmcv's norm types: SyncBN ...)
+        if not (isinstance(norm_type, type) or MODELS.get(norm_type) is not None):
+            raise ValueError(f'shortcut_norm_cfg: unknown type {norm_type!r}; expected one of '
+                             f'{NORM_TYPES}, None, or a norm type registered in MMEngine\'s '
+                             f'MODELS (e.g. mmcv\'s \'SyncBN\')')
+        return norm_type, cfg
+    allowed = {'eps', 'num_groups'} if norm_type == 'GN' else {'eps'}
+    if set(cfg) - allowed:
+        raise TypeError(f'shortcut_norm_cfg: unexpected keys {sorted(set(cfg) - allowed)} for '
+                        f'{norm_type!r}; allowed: {sorted(allowed)}')
+    return norm_type, cfg
+
+
+def _build_registered_norm(norm_type, kwargs: dict, channels: int) -> nn.Module:
+    from mmcv.cnn import build_norm_layer
+    return build_norm_layer(dict(type=norm_type, **kwargs), channels)[1]
 
 
 class DenseShortcut(nn.Module):
-    """``W_l^i``: adds ``sum_i W_l^i * N(Y_i)`` to a residual output ``X_l`` (Eq. 12).
+    """``W_l``: the channel-wise weights ``W_l^i`` of the dense shortcuts into block ``l`` (Eq. 12).
 
-    The normalized sources are computed by the caller, once per source, and shared by every later
-    block (paper 4.5); this module owns only the weights.
+    One ``(num_sources, C, 1, 1)`` parameter (one checkpoint key per block), or no parameter for
+    ``weight='none'`` (every weight fixed at 1; Table 1 "no weight"). The arithmetic is
+    :class:`~mmdsnet.models.layers.DenseAggregation`'s.
 
     Args:
         channels (int): Channels of ``X_l`` and of every source.
-        num_sources (int): Number of sources ``Y_0 .. Y_{l-1}``.
-        weight (str): ``'channel'`` (a learnable vector per source, default) or ``'none'``
-            (every weight fixed at 1, no parameter; Table 1 "no weight").
-        init_value (float): Initial value of every weight. Defaults to 1.0, so that at
-            initialization each normalized source enters with unit scale, as in Eq. 13 but
-            normalized (see docs/design.md for the experiment behind the choice).
+        num_sources (int): Number of sources ``Y_0 .. Y_{l-1}``, i.e. ``l``.
+        weight (str): ``'channel'`` (learnable, default) or ``'none'``.
+        init (float | str): Initial value of ``W_l^i``: a number for every ``i``, or one of
+            :data:`INIT_SCHEMES` (see docs/design.md for the experiments behind the default):
+            ``'uniform'`` is ``1 / l`` for every ``i`` (the sum of the shortcuts keeps unit
+            scale); ``'last'`` is ``W_l^{l-1} = 1`` and 0 for every earlier source, so that at
+            initialization block ``l`` sees only its predecessor, as in ResNet but normalized.
     """
 
     def __init__(self, channels: int, num_sources: int, weight: str = 'channel',
-                 init_value: float = 1.0) -> None:
+                 init: Union[float, str] = 1.0) -> None:
         super().__init__()
         if weight not in WEIGHT_TYPES:
             raise ValueError(f'shortcut_weight must be one of {WEIGHT_TYPES}, got {weight!r}')
-        self.channels = channels
-        self.num_sources = num_sources
-        self.init_value = init_value
+        self.channels, self.num_sources = channels, num_sources
+        values = init_values(init, num_sources)
         if weight == 'channel':
-            # One (num_sources, C, 1, 1) tensor: one checkpoint key per block.
             self.weight = nn.Parameter(
-                torch.full((num_sources, channels, 1, 1), float(init_value)))
+                values.reshape(num_sources, 1, 1, 1).repeat(1, channels, 1, 1))
         else:
             self.register_parameter('weight', None)
-
-    def forward(self, residual: Tensor, normed: Sequence[Tensor]) -> Tensor:
-        if len(normed) != self.num_sources:
-            raise ValueError(f'expected {self.num_sources} sources, got {len(normed)}')
-        out = residual
-        for i, n in enumerate(normed):
-            out = out + (n if self.weight is None else self.weight[i] * n)
-        return out
 
     def extra_repr(self) -> str:
         weight = 'none' if self.weight is None else 'channel'

@@ -1,0 +1,180 @@
+"""The dense aggregation ``Y_l = act(X_l + sum_{i<l} W_l^i * N(Y_i))`` (paper Eq. 12) as one module.
+
+:class:`DenseAggregation` owns the normalizations ``N`` (one per source) and the weights ``W``
+(one ``(l, C, 1, 1)`` tensor per target block ``l``) of one stage, or of one DS2 inner shortcut
+(one source, one target). All shortcut arithmetic of the models goes through it, in two steps
+that read like the paper:
+
+* :meth:`DenseAggregation.normalize` ``(i, Y_i)``: ``N``'s statistics of a source, computed once
+  and shared by every later block (paper 4.5);
+* :meth:`DenseAggregation.forward` ``(X_l, sources)``: ``act(X_l + sum_i W_l^i * N(Y_i))``.
+
+Both run PyTorch custom operators (:mod:`mmdsnet.ops`): ``mmdsnet::norm_stats`` and
+``mmdsnet::dense_aggregate``, which keep no normalized source for backward and work under
+autocast, ``torch.compile``, ``torch.jit.trace``, ``torch.export`` and mmengine's FLOP counter.
+Which kernel runs behind them is the operator's business (its device). The operators know
+parameter-free GroupNorm (GN, LN, IN), BatchNorm (batch or running statistics) and no
+normalization. Any other shortcut norm (a norm type registered by the user, or a SyncBatchNorm
+while training, whose statistics span processes) takes :func:`aggregate_reference`, the
+straightforward form, with a warning once: never a silently wrong answer. The tests use
+:func:`aggregate_reference` as their oracle.
+"""
+import warnings
+from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...ops import dense_aggregate, norm_stats, stats_dtype
+from .dense_shortcut import DenseShortcut, build_shortcut_norm
+
+__all__ = ['DenseAggregation', 'Source', 'aggregate_reference', 'keep_legacy_keys']
+
+
+def aggregate_reference(x: Tensor, normed: Sequence[Tensor],
+                        weight: Optional[Tensor] = None) -> Tensor:
+    """The straightforward form ``relu(x + sum_i weight[i] * normed[i])``, one term at a time.
+
+    Args:
+        x (Tensor): ``X_l``, ``(N, C, H, W)``.
+        normed (Sequence[Tensor]): ``N(Y_i)`` for every source, each computed once by the caller.
+        weight (Tensor, optional): ``W_l``, ``(len(normed), C, 1, 1)``; None means all ones.
+    """
+    out = x
+    for i, n in enumerate(normed):
+        out = out + (n if weight is None else weight[i] * n)
+    return torch.relu(out)
+
+
+class Source(NamedTuple):
+    """A source ``Y_i`` as :meth:`DenseAggregation.normalize` prepared it."""
+    y: Tensor                      # Y_i itself, what the operator reads
+    mean: Optional[Tensor] = None  # N's statistics of y, (N or 1, G) ...
+    rstd: Optional[Tensor] = None
+    own: bool = False              # ... computed from y (GN, training BN) or fixed
+    normed: Optional[Tensor] = None  # N(y) itself, for the reference form only
+
+
+def op_supports(norm: nn.Module) -> bool:
+    """Whether the custom operators know ``norm``'s arithmetic (else the reference form)."""
+    if isinstance(norm, nn.Identity):
+        return True
+    if isinstance(norm, nn.GroupNorm):
+        return not norm.affine
+    if isinstance(norm, _BatchNorm):
+        # SyncBatchNorm's training statistics span processes; its evaluation mode is local.
+        return not norm.affine and not (isinstance(norm, nn.SyncBatchNorm) and norm.training)
+    return False
+
+
+class DenseAggregation(nn.Module):
+    """``Y_l = act(X_l + sum_{i<l} W_l^i * N(Y_i))`` for the targets ``l = 1 .. num_sources``.
+
+    Args:
+        channels (int): Channels of ``X_l`` and of every source.
+        num_sources (int): Sources ``Y_0 .. Y_{num_sources-1}``; the targets are
+            ``l = 1 .. num_sources`` and target ``l`` adds the first ``l`` sources.
+        norm_cfg (str | dict | None): ``N``, see :func:`build_shortcut_norm`. Defaults to ``'GN'``.
+        weight (str): ``'channel'`` (learnable ``W_l^i``) or ``'none'`` (all ones, no parameter).
+        init (float | str): Initial value of ``W``, see :class:`DenseShortcut`.
+
+    Keys: ``norms.{i}`` (BatchNorm's running statistics), ``shortcuts.{l-1}.weight`` (``W_l``).
+    """
+
+    def __init__(self, channels: int, num_sources: int, norm_cfg: Union[str, dict, None] = 'GN',
+                 weight: str = 'channel', init: Union[float, str] = 1.0) -> None:
+        super().__init__()
+        self.channels, self.num_sources = channels, num_sources
+        self.norms = nn.ModuleList(
+            build_shortcut_norm(norm_cfg, channels) for _ in range(num_sources))
+        self.shortcuts = nn.ModuleList(
+            DenseShortcut(channels, l, weight, init) for l in range(1, num_sources + 1))
+        self._warned = False
+
+    def uses_op(self) -> bool:
+        """The custom operators, or (with a warning once) the reference form."""
+        if all(op_supports(n) for n in self.norms):
+            return True
+        if not self._warned:
+            self._warned = True
+            names = sorted({type(n).__name__ for n in self.norms if not op_supports(n)})
+            warnings.warn(f'dense shortcuts: the aggregation operator does not know the '
+                          f'shortcut norm {names} (affine, a SyncBatchNorm while training, or '
+                          f'a custom type); using the reference form (same result, more '
+                          f'memory: every N(Y_i) is kept for backward)', stacklevel=2)
+        return False
+
+    def normalize(self, i: int, y: Tensor) -> Source:
+        """Prepare source ``Y_i``: ``N_i``'s statistics of ``y`` (once per forward)."""
+        norm = self.norms[i]
+        if not self.uses_op():
+            return Source(y, normed=norm(y))
+        acc = stats_dtype(y.dtype)
+        if isinstance(norm, nn.Identity):
+            one = torch.ones((1, 1), dtype=acc, device=y.device)
+            return Source(y, torch.zeros_like(one), one, False)
+        if isinstance(norm, nn.GroupNorm):
+            mean, rstd = norm_stats(y.detach(), norm.num_groups, norm.eps, False)
+            return Source(y, mean, rstd, True)
+        # BatchNorm: batch statistics in training (updating the running ones as nn.BatchNorm2d
+        # does) or without running statistics; the running statistics otherwise.
+        if norm.training or not norm.track_running_stats:
+            mean, rstd = norm_stats(y.detach(), y.shape[1], norm.eps, True)
+            if norm.training and norm.track_running_stats:
+                self._update_running_stats(norm, mean, rstd, y.numel() // y.shape[1])
+            return Source(y, mean, rstd, True)
+        mean = norm.running_mean.to(acc).reshape(1, -1)
+        rstd = torch.rsqrt(norm.running_var.to(acc) + norm.eps).reshape(1, -1)
+        return Source(y, mean, rstd, False)
+
+    @staticmethod
+    @torch.no_grad()
+    def _update_running_stats(norm: _BatchNorm, mean: Tensor, rstd: Tensor, count: int) -> None:
+        norm.num_batches_tracked.add_(1)
+        momentum = (norm.momentum if norm.momentum is not None
+                    else 1.0 / float(norm.num_batches_tracked))
+        var = (rstd.reshape(-1).pow(-2) - norm.eps) * (count / max(count - 1, 1))  # unbiased
+        norm.running_mean.mul_(1 - momentum).add_(mean.reshape(-1).to(norm.running_mean.dtype),
+                                                 alpha=momentum)
+        norm.running_var.mul_(1 - momentum).add_(var.to(norm.running_var.dtype), alpha=momentum)
+
+    def forward(self, x: Tensor, sources: Sequence[Source]) -> Tensor:
+        """``act(X_l + sum_i W_l^i * N(Y_i))`` with ``l = len(sources)``."""
+        if not 1 <= len(sources) <= self.num_sources:
+            raise ValueError(f'expected 1 to {self.num_sources} sources, got {len(sources)}')
+        weight = self.shortcuts[len(sources) - 1].weight
+        if sources[0].normed is not None:
+            return aggregate_reference(x, [s.normed for s in sources], weight)
+        return dense_aggregate(x, [s.y for s in sources], [s.mean for s in sources],
+                               [s.rstd for s in sources], weight, [int(s.own) for s in sources])
+
+    def extra_repr(self) -> str:
+        return f'channels={self.channels}, num_sources={self.num_sources}'
+
+
+def keep_legacy_keys(module: nn.Module, renames: Dict[str, str]) -> None:
+    """Keep the state-dict keys that ``module`` had before its shortcuts became one
+    :class:`DenseAggregation` child, so checkpoints saved before and after load both ways.
+
+    ``renames`` maps a key prefix of the module tree now (``'aggregation.norms.'``) to the key
+    prefix saved before (``'norms.'``). ``state_dict()`` writes the old spelling; loading accepts
+    either.
+    """
+    def save(mod, state, prefix, local_metadata):
+        for key in list(state):
+            for new, old in renames.items():
+                if key.startswith(prefix + new):
+                    state[prefix + old + key[len(prefix + new):]] = state.pop(key)
+                    break
+
+    def load(state, prefix, *args):
+        for key in list(state):
+            for new, old in renames.items():
+                if key.startswith(prefix + old):
+                    state[prefix + new + key[len(prefix + old):]] = state.pop(key)
+                    break
+
+    module._register_state_dict_hook(save)
+    module._register_load_state_dict_pre_hook(load)
+

@@ -1,0 +1,14 @@
+"""mmdsnet's custom operators (see :mod:`mmdsnet.ops.dense_aggregate`).
+
+``torch.ops.mmdsnet.norm_stats`` and ``torch.ops.mmdsnet.dense_aggregate`` (with its backward) are
+registered when this package is imported. They have one implementation of stock ATen operators for
+every device; a device-specific kernel is registered beside it with the operator's
+``register_kernel(device_type)``. mmengine's FLOP counter (what mmdet's and mmpretrain's
+``get_flops.py`` use) learns their cost here, counted as it counts the reference form.
+"""
+from .dense_aggregate import dense_aggregate, dense_aggregate_backward, norm_stats, stats_dtype
+from .flops import register_flop_handles
+
+register_flop_handles()
+
+__all__ = ['dense_aggregate', 'dense_aggregate_backward', 'norm_stats', 'stats_dtype']

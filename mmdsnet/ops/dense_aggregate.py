@@ -1,0 +1,256 @@
+"""The dense aggregation as PyTorch custom operators (``torch.library``).
+
+Two operators carry the arithmetic of every dense shortcut (paper Eq. 12, and DS2's inner one):
+
+* ``mmdsnet::norm_stats(y, groups, eps, over_batch) -> (mean, rstd)``: the statistics of a
+  parameter-free normalization ``N``. Per (sample, group) for GN / LN / IN (shape ``(N, G)``), per
+  channel over the batch for a training BatchNorm (``over_batch``, shape ``(1, C)``). Always in
+  float32 (float64 for float64 input), whatever the input's dtype: bf16 / fp16 statistics lose
+  too much. Computed once per source ``Y_i`` and shared by every later block (paper 4.5). It
+  carries no gradient of its own: the aggregation's backward below differentiates through it.
+* ``mmdsnet::dense_aggregate(x, ys, means, rstds, weight, own_stats) -> out``::
+
+      out = relu(x + sum_i weight[i] * (ys[i] - means[i]) * rstds[i])
+
+  ``means[i]`` / ``rstds[i]`` are ``(N or 1, G)`` and broadcast over the ``C / G`` channels of each
+  group; ``weight`` is ``(S, C)`` or None (all ones). ``own_stats[i]`` (1 or 0: an int list, which
+  ``torch.jit.trace`` can record and a bool list it cannot) says whether they are
+  ``ys[i]``'s own statistics (GN, training BN: the gradient flows through them, exactly as
+  through ``N``) or fixed numbers (BN running statistics, or ``mean=0, rstd=1`` for no
+  normalization). The output has ``x``'s dtype and memory format, is computed in float32 (float64)
+  and is the only tensor the operator allocates that outlives it: no normalized source is kept
+  for backward, which saves exactly the ``ys`` (alive anyway: they are the next convolutions'
+  inputs), the statistics, ``weight`` and ``out`` (for the ReLU mask).
+* ``mmdsnet::dense_aggregate_backward``: its gradient, an operator of its own so that
+  ``torch.compile`` and ``torch.export`` see the backward as one node too.
+
+Each operator has one implementation made of stock ATen operators, for every device, plus a fake
+(meta) implementation for tracing. A device-specific kernel (Triton on CUDA) is registered with
+``register_kernel`` beside it without touching the models (:mod:`mmdsnet.ops`).
+The modules that use them are :class:`mmdsnet.models.layers.DenseAggregation` (all shortcut
+arithmetic of the models goes through it) and the tests' oracle
+:func:`mmdsnet.models.layers.aggregate_reference`.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'source_backward',
+           'stats_dtype']
+
+
+def stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Statistics and accumulation dtype: float64 for float64 input, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _hw(y: Tensor) -> int:
+    return y.numel() // max(y.shape[0] * y.shape[1], 1)
+
+
+def _per_channel(t: Tensor, channels: int) -> Tensor:
+    """``(M, G)`` group statistics -> ``(M, C)``, each group's value repeated over its channels."""
+    return t if t.shape[1] == channels else t.repeat_interleave(channels // t.shape[1], dim=1)
+
+
+def _to_groups(t: Tensor, shape: torch.Size) -> Tensor:
+    """Inverse of :func:`_per_channel` for gradients: sum ``(N, C)`` back to ``shape``."""
+    m, g = shape
+    t = t.reshape(t.shape[0], g, -1).sum(2)
+    return t.sum(0, keepdim=True) if m == 1 and t.shape[0] != 1 else t
+
+
+def _spatial(t: Tensor, like: Tensor) -> Tensor:
+    """``(M, C)`` -> broadcastable against ``like`` (``(M, C, 1, 1)`` for a 4-d map)."""
+    return t.reshape(*t.shape, *([1] * (like.dim() - 2)))
+
+
+def _like(t: Tensor, ref: Tensor) -> Tensor:
+    """``t`` with ``ref``'s dtype and memory layout (what the fake implementations promise)."""
+    out = torch.empty_like(ref)
+    if t.dtype == out.dtype and t.stride() == out.stride():
+        return t
+    return out.copy_(t)
+
+
+# ------------------------------------------------------------------------------- norm_stats
+@torch.library.custom_op('mmdsnet::norm_stats', mutates_args=())
+def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Tensor, Tensor]:
+    n, c = y.shape[:2]
+    acc = stats_dtype(y.dtype)
+    y = y.to(acc)  # a copy only for half / bf16 input
+    if over_batch:  # BatchNorm's training statistics: per channel over (N, H, W)
+        if groups != c:
+            raise ValueError(f'norm_stats: over_batch needs groups == channels, got {groups}/{c}')
+        _, mean, rstd = torch.ops.aten._native_batch_norm_legit.no_stats(
+            y, None, None, True, 0.0, eps)
+        return mean.reshape(1, c), rstd.reshape(1, c)
+    # ATen's fused GroupNorm is the fastest way to the statistics on the CPU (a generic
+    # var_mean over (N, G, -1) is ~6x slower); its normalized output is dropped at once.
+    _, mean, rstd = torch.ops.aten.native_group_norm(y, None, None, n, c, _hw(y), groups, eps)
+    return mean.reshape(n, groups), rstd.reshape(n, groups)
+
+
+@norm_stats.register_fake
+def _(y, groups, eps, over_batch):
+    rows = 1 if over_batch else y.shape[0]
+    acc = stats_dtype(y.dtype)
+    return y.new_empty((rows, groups), dtype=acc), y.new_empty((rows, groups), dtype=acc)
+
+
+# -------------------------------------------------------------------------- dense_aggregate
+def _scale_shift(mean: Tensor, rstd: Tensor, w: Optional[Tensor],
+                 channels: int) -> Tuple[Tensor, Tensor]:
+    """``w * (y - mean) * rstd = y * a + b``: the per-(sample, channel) ``a`` and ``b``."""
+    a = _per_channel(rstd, channels)
+    if w is not None:
+        a = a * w.to(a.dtype)
+    return a, -a * _per_channel(mean, channels).to(a.dtype)
+
+
+def _check(x: Tensor, ys: Sequence[Tensor], means: Sequence[Tensor], rstds: Sequence[Tensor],
+           weight: Optional[Tensor], own_stats: Sequence[int]) -> None:
+    s = len(ys)
+    if not (len(means) == len(rstds) == len(own_stats) == s):
+        raise ValueError(f'dense_aggregate: {s} sources but {len(means)} means, {len(rstds)} '
+                         f'rstds and {len(own_stats)} own_stats')
+    if weight is not None and weight.numel() != s * x.shape[1]:
+        raise ValueError(f'dense_aggregate: weight of shape {tuple(weight.shape)} does not hold '
+                         f'{s} x {x.shape[1]} values')
+    for y in ys:
+        if y.shape != x.shape:
+            raise ValueError(f'dense_aggregate: a source has shape {tuple(y.shape)}, the '
+                             f'residual {tuple(x.shape)}')
+
+
+@torch.library.custom_op('mmdsnet::dense_aggregate', mutates_args=())
+def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
+                    weight: Optional[Tensor], own_stats: List[int]) -> Tensor:
+    _check(x, ys, means, rstds, weight, own_stats)
+    c = x.shape[1]
+    w = None if weight is None else weight.reshape(len(ys), c)
+    terms = [_scale_shift(m, r, None if w is None else w[i], c)
+             for i, (m, r) in enumerate(zip(means, rstds))]
+    acc = stats_dtype(x.dtype)
+    shift = sum(b for _, b in terms) if terms else x.new_zeros((1, c), dtype=acc)
+    # one buffer: x plus every shift, then one multiply-add per source, then the ReLU in place
+    out = torch.add(x.to(acc), _spatial(shift, x))
+    for y, (a, _) in zip(ys, terms):
+        out.addcmul_(y, _spatial(a, x))
+    return out.relu_().to(x.dtype)
+
+
+@dense_aggregate.register_fake
+def _(x, ys, means, rstds, weight, own_stats):
+    _check(x, ys, means, rstds, weight, own_stats)
+    return torch.empty_like(x)
+
+
+def source_backward(g: Tensor, y: Tensor, mean: Tensor, rstd: Tensor, w: Optional[Tensor],
+                    own: bool, need_y: bool, need_w: bool,
+                    native: Optional[bool] = None) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """``dL/dy`` and ``dL/dw`` of ``w * (y - mean) * rstd`` given ``g``; through the
+    statistics too when they are ``y``'s own (``own``). ``native`` (default: on the CPU) uses
+    ATen's fused norm backward kernels, otherwise the formula written out below."""
+    n, c = y.shape[:2]
+    acc = stats_dtype(y.dtype)
+    if native is None:
+        native = y.device.type == 'cpu'
+    if own and native:
+        # w * N(y) is an affine norm with gamma = w: ATen's fused norm backward returns dL/dy
+        # (statistics included) and dL/dw in one kernel, and accepts bf16 / fp16 y and g with
+        # float32 statistics and gamma on the CPU.
+        gamma = (torch.ones(c, dtype=acc, device=y.device) if w is None else w.to(acc))
+        g = g.to(y.dtype)
+        if mean.shape[0] == n:
+            dy, dw, _ = torch.ops.aten.native_group_norm_backward(
+                g, y, mean.to(acc), rstd.to(acc), gamma, n, c, _hw(y), mean.shape[1],
+                [need_y, need_w, False])
+        else:  # training BatchNorm statistics
+            dy, dw, _ = torch.ops.aten.native_batch_norm_backward(
+                g, y, gamma, None, None, mean.reshape(c).to(acc), rstd.reshape(c).to(acc), True,
+                0.0, [need_y, need_w, False])
+        return dy, dw
+    # The same mathematics, written out: with y_hat = (y - mean) * rstd and h = g * w,
+    # dL/dw = sum_{n,hw} g * y_hat and dL/dy = rstd * (h - E[h] - y_hat * E[h * y_hat]), the
+    # expectations over each group's elements (dropped for fixed statistics).
+    a = _spatial(_per_channel(rstd, c).to(acc), y)
+    y_hat = (y.to(acc) - _spatial(_per_channel(mean, c).to(acc), y)) * a
+    gf = g.to(acc)
+    dims = [0] + list(range(2, y.dim()))
+    dw = (gf * y_hat).sum(dims) if need_w else None
+    if not need_y:
+        return None, dw
+    h = gf if w is None else gf * _spatial(w.to(acc).reshape(1, c), y)
+    if own:
+        rows, groups = mean.shape
+        red = dims[1:] if rows == n else dims
+
+        def group_mean(t: Tensor) -> Tensor:
+            s = t.sum(red, keepdim=True)  # (n or 1, C, 1, 1)
+            s = s.reshape(s.shape[0], groups, -1).mean(2, keepdim=True)
+            return s.repeat_interleave(c // groups, dim=1).reshape(
+                s.shape[0], c, *([1] * (y.dim() - 2))) / (t.numel() / (s.shape[0] * c))
+
+        h = h - group_mean(h) - y_hat * group_mean(h * y_hat)
+    return (h * a).to(y.dtype), dw
+
+
+@torch.library.custom_op('mmdsnet::dense_aggregate_backward', mutates_args=())
+def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means: List[Tensor],
+                             rstds: List[Tensor], weight: Optional[Tensor],
+                             own_stats: List[int], need_ys: List[bool],
+                             need_weight: bool) -> Tuple[Tensor, List[Tensor], Tensor]:
+    """Gradients of :func:`dense_aggregate`: ``(dx, [dy_i], dweight)``; a ``dy_i`` that is not
+    needed (``need_ys[i]`` false) and ``dweight`` when not needed are empty tensors."""
+    g = torch.ops.aten.threshold_backward(grad, out, 0)  # the ReLU, from its output
+    c = out.shape[1]
+    w = None if weight is None else weight.reshape(len(ys), c)
+    need_w = need_weight and w is not None
+    dw_rows, dys = [], []
+    for i, (y, m, r, own, need_y) in enumerate(zip(ys, means, rstds, own_stats, need_ys)):
+        if not (need_y or need_w):
+            dys.append(y.new_empty(0))
+            continue
+        dy, dw = source_backward(g, y, m, r, None if w is None else w[i], bool(own), need_y,
+                                 need_w)
+        dys.append(_like(dy, y) if need_y else y.new_empty(0))
+        if need_w:
+            dw_rows.append(dw.reshape(c))
+    dweight = (torch.stack(dw_rows).to(weight.dtype).reshape(weight.shape) if need_w
+               else out.new_empty(0))
+    return g, dys, dweight
+
+
+@dense_aggregate_backward.register_fake
+def _(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight):
+    dys = [torch.empty_like(y) if need else y.new_empty(0) for y, need in zip(ys, need_ys)]
+    dweight = (torch.empty_like(weight) if need_weight and weight is not None
+               else out.new_empty(0))
+    return torch.empty_like(grad), dys, dweight
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, ys, means, rstds, weight, own_stats = inputs
+    ctx.num_sources = len(ys)
+    ctx.own_stats = list(own_stats)
+    ctx.has_weight = weight is not None
+    ctx.ys_need_grad = [y.requires_grad for y in ys]
+    ctx.save_for_backward(output, weight, *ys, *means, *rstds)
+
+
+def _backward(ctx, grad: Tensor):
+    out, weight, *rest = ctx.saved_tensors
+    s = ctx.num_sources
+    ys, means, rstds = rest[:s], rest[s:2 * s], rest[2 * s:]
+    need_weight = ctx.has_weight and ctx.needs_input_grad[4]
+    dx, dys, dweight = dense_aggregate_backward(grad, out, list(ys), list(means), list(rstds),
+                                                weight, ctx.own_stats, ctx.ys_need_grad,
+                                                need_weight)
+    dys = [dy if need else None for dy, need in zip(dys, ctx.ys_need_grad)]
+    none = [None] * s
+    return dx, dys, none, none, (dweight if need_weight else None), None
+
+
+dense_aggregate.register_autograd(_backward, setup_context=_setup_context)

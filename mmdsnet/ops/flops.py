@@ -1,0 +1,53 @@
+"""FLOP counting of the custom operators by mmengine's analysis tools, as for the reference form.
+
+mmengine's ``FlopAnalyzer`` (behind ``get_model_complexity_info`` and mmdet's / mmpretrain's
+``get_flops.py``) traces the model with ``torch.jit`` and counts each node by its kind. Its
+convention for the reference form of the aggregation: a parameter-free ``aten::group_norm`` or a
+training ``aten::batch_norm`` counts 4 FLOPs per element, an evaluation-mode ``batch_norm``
+without affine 1 per element, elementwise ``add`` / ``mul`` / ``relu`` nothing. The same
+convention here: ``mmdsnet::norm_stats`` counts the 4 FLOPs per element of the norm it stands for
+and ``mmdsnet::dense_aggregate`` the 1 per element of each source whose statistics are fixed
+(an evaluation BatchNorm; an identity norm's ``mean=0, rstd=1`` count 0 as the reference has no
+norm there), so the totals equal the reference form's.
+"""
+from math import prod
+
+
+def _shape(value):
+    return value.type().sizes()
+
+
+def _norm_stats_flops(inputs, outputs):
+    return 4 * prod(_shape(inputs[0]))
+
+
+def _constant_list(value):
+    """A traced ``int[]`` argument: a constant, or a ListConstruct of constants."""
+    constant = value.toIValue()
+    if constant is not None:
+        return list(constant)
+    return [v.toIValue() for v in value.node().inputs()]
+
+
+def _dense_aggregate_flops(inputs, outputs):
+    # inputs: x, ys, means, rstds, weight, own_stats; a list input is a ListConstruct node
+    ys = list(inputs[1].node().inputs())
+    means = list(inputs[2].node().inputs())
+    own = _constant_list(inputs[5])
+    flops = 0
+    for y, mean, is_own in zip(ys, means, own):
+        if not is_own and prod(_shape(mean)) > 1:  # fixed, per-channel: evaluation BatchNorm
+            flops += prod(_shape(y))
+    return flops
+
+
+def register_flop_handles() -> None:
+    """Add the operators to mmengine's default FLOP handles (no-op without mmengine.analysis)."""
+    try:
+        from mmengine.analysis import complexity_analysis
+    except ImportError:  # pragma: no cover
+        return
+    complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS.update({
+        'mmdsnet::norm_stats': _norm_stats_flops,
+        'mmdsnet::dense_aggregate': _dense_aggregate_flops,
+    })

@@ -1,0 +1,337 @@
+"""The dense aggregation operators (mmdsnet.ops) against the reference form.
+
+The oracle is :func:`mmdsnet.models.layers.aggregate_reference` over the norm modules' own
+outputs (``helpers.reference_form``). Compared: outputs, the gradient of every parameter and of
+the input, BatchNorm running statistics; in float64 to 1e-9, in float32 against a float64 truth,
+in bf16 under autocast within a stated tolerance. No timing here: see
+tools/analysis/benchmark.py.
+"""
+import contextlib
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from mmdsnet.models import DS2Net, DSNet
+from mmdsnet.models.layers import DenseAggregation, aggregate_reference, build_shortcut_norm
+from mmdsnet.ops import dense_aggregate, norm_stats
+from mmdsnet.ops.dense_aggregate import source_backward
+
+from helpers import randomize, reference_form
+
+NORMS = {'GN': dict(type='GN', num_groups=4), 'LN': 'LN', 'IN': 'IN', 'BN': 'BN', 'none': None}
+
+
+def _loss(outs):
+    # weighs every channel and position differently
+    return sum((o.float() * torch.linspace(-1, 2, o.numel()).view_as(o)).sum() for o in outs)
+
+
+def _run(model, x, train, reference=False):
+    """Forward + backward; returns outputs, grads by name, buffers by name."""
+    model.train(train)
+    model.zero_grad(set_to_none=True)
+    xi = x.clone().requires_grad_()
+    with reference_form() if reference else contextlib.nullcontext():
+        outs = model(xi)
+        _loss(outs).backward()  # with_cp recomputes the forward here
+    grads = {'input': xi.grad, **{n: p.grad for n, p in model.named_parameters()}}
+    return [o.detach() for o in outs], grads, {n: b.clone() for n, b in model.named_buffers()}
+
+
+def _tiny(cls, **kwargs):
+    # depth 29: three stages of three blocks, so every stage has two sources and three edges
+    return cls(**dict(dict(depth=29, base_channels=8, out_indices=(0, 1, 2), stem='cifar'),
+                      **kwargs))
+
+
+def _compare(model, train, size=16, tol=1e-9, x=None):
+    ref = model
+    ours = copy.deepcopy(ref)
+    if x is None:
+        x = torch.randn(2, 3, size, size, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(1))
+    r_out, r_grad, r_buf = _run(ref, x, train, reference=True)
+    o_out, o_grad, o_buf = _run(ours, x, train)
+    for a, b in zip(r_out, o_out):
+        torch.testing.assert_close(b, a, rtol=tol, atol=tol)
+    assert r_grad.keys() == o_grad.keys()
+    for k in r_grad:
+        assert (r_grad[k] is None) == (o_grad[k] is None), k
+        if r_grad[k] is not None:
+            torch.testing.assert_close(o_grad[k], r_grad[k], rtol=tol, atol=tol, msg=k)
+    for k in r_buf:  # BN running statistics (shortcut BNs included) and batch counters
+        torch.testing.assert_close(o_buf[k], r_buf[k], rtol=tol, atol=tol, msg=k)
+    return r_grad
+
+
+# ------------------------------------------------------------------- model level, float64
+@pytest.mark.parametrize('cls', [DSNet, DS2Net])
+@pytest.mark.parametrize('norm', list(NORMS))
+@pytest.mark.parametrize('train', [True, False], ids=['train', 'eval'])
+def test_op_equals_reference_every_norm(cls, norm, train):
+    grads = _compare(randomize(_tiny(cls, shortcut_norm_cfg=NORMS[norm])).double(), train)
+    assert grads['layer2.aggregation.shortcuts.1.weight'].abs().sum() > 0
+
+
+@pytest.mark.parametrize('cls', [DSNet, DS2Net])
+@pytest.mark.parametrize('train', [True, False], ids=['train', 'eval'])
+def test_op_equals_reference_with_cp(cls, train):
+    _compare(randomize(_tiny(cls, with_cp=True)).double(), train)
+
+
+@pytest.mark.parametrize('kwargs', [dict(shortcut='dense_x'), dict(shortcut='dense_identity'),
+                                    dict(shortcut_weight='none'),
+                                    dict(shortcut_init='last'), dict(shortcut_init='uniform')])
+def test_op_equals_reference_other_modes(kwargs):
+    _compare(randomize(_tiny(DS2Net, **kwargs)).double(), True)
+
+
+def test_op_equals_reference_res2net_and_frozen():
+    _compare(randomize(DS2Net(depth=50, block='bottle2neck', base_channels=8, stem='cifar',
+                              out_indices=(0, 1), frozen_stages=1)).double(), True)
+
+
+def test_op_equals_reference_channels_last_and_non_contiguous():
+    model = randomize(_tiny(DS2Net, shortcut_norm_cfg='BN')).double()
+    x = torch.randn(2, 3, 13, 11, dtype=torch.float64)  # odd sizes
+    _compare(model, True, x=x.contiguous(memory_format=torch.channels_last))
+    _compare(model.to(memory_format=torch.channels_last), True, x=x)
+    _compare(model, True, x=torch.randn(2, 3, 22, 13, dtype=torch.float64)[:, :, ::2])
+
+
+def test_op_float32_is_as_accurate_as_the_reference():
+    """float32 against a float64 truth: the operators' error is of the reference's own size."""
+    model = randomize(_tiny(DS2Net))
+    x = torch.randn(2, 3, 16, 16)
+    _, truth, _ = _run(copy.deepcopy(model).double(), x.double(), True, reference=True)
+    errors = {}
+    for reference in (True, False):
+        _, grads, _ = _run(copy.deepcopy(model), x, True, reference=reference)
+        errors[reference] = max(((grads[k].double() - truth[k]).abs().max()
+                                 / truth[k].abs().max()).item() for k in truth
+                                if truth[k] is not None)
+    assert errors[False] < 3 * errors[True] + 1e-6, errors
+
+
+def test_each_source_is_normalized_once_per_forward():
+    """``mmdsnet::norm_stats`` runs once per source (paper 4.5), whatever number of later blocks
+    reads it: stages of 3, 4, 6, 3 blocks have 2, 3, 5, 2 sources; DS2 adds one per stride-1
+    3x3 conv (3 + 3 + 5 + 2: block 0 of stage 1 has stride 1)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.inputs = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.mmdsnet.norm_stats:
+                self.inputs.append(args[0])
+            return func(*args, **(kwargs or {}))
+
+    for cls, expected in ((DSNet, 12), (DS2Net, 12 + 13)):
+        with Count() as count:
+            cls(depth=50, base_channels=8).train()(torch.randn(2, 3, 32, 32))
+        assert len(count.inputs) == expected
+        assert len({id(t) for t in count.inputs}) == expected  # never the same source twice
+
+
+def test_op_keeps_no_normalized_source_for_backward():
+    """What autograd keeps alive: the reference keeps one N(Y_i) per source, the operator none."""
+    def saved_bytes(model, reference=False):
+        model.train()
+        seen = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        x = torch.randn(4, 3, 32, 32)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            if reference:
+                with reference_form():
+                    out = model(x)
+            else:
+                out = model(x)
+        del out
+        return sum(seen.values())
+    net = DSNet(depth=26, base_channels=8, stem='cifar')
+    ref, ours = saved_bytes(copy.deepcopy(net), True), saved_bytes(copy.deepcopy(net))
+    resnet = saved_bytes(DSNet(depth=26, base_channels=8, stem='cifar', shortcut='identity'))
+    assert ours < ref
+    # the operator keeps ResNet's saved tensors plus per-(sample, group) statistics and W only
+    assert ours - resnet < 0.01 * resnet, (ours, resnet, ref)
+
+
+# ----------------------------------------------------------------------- the operator alone
+def _aggregation(norm, weight='channel', channels=8, sources=3):
+    agg = DenseAggregation(channels, sources, norm, weight).double()
+    if agg.shortcuts[0].weight is not None:
+        for sc in agg.shortcuts:
+            nn.init.normal_(sc.weight)
+    return agg
+
+
+@pytest.mark.parametrize('norm', list(NORMS) + ['BN-eval'])
+@pytest.mark.parametrize('weight', ['channel', 'none'])
+def test_gradcheck(norm, weight):
+    """float64 gradcheck of normalize + aggregate: gradients through N's statistics included."""
+    agg = _aggregation(NORMS.get(norm, 'BN'), weight)
+    if norm == 'BN-eval':
+        agg.eval()
+        for m in agg.norms:
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 8, 2, 3, dtype=torch.float64, requires_grad=True)
+    ys = [torch.randn(2, 8, 2, 3, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+
+    def f(x, *ys):
+        return agg(x, [agg.normalize(i, y) for i, y in enumerate(ys)])
+    assert torch.autograd.gradcheck(f, (x, *ys), fast_mode=True)
+
+
+@pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+def test_opcheck(memory_format):
+    """torch.library.opcheck: schema, fake (meta) implementation, autograd registration and
+    AOT dispatch, on a dense and a channels_last input."""
+    g = torch.Generator().manual_seed(0)
+
+    def t(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).contiguous(
+            memory_format=memory_format)
+    x, ys = t(2, 8, 5, 3).requires_grad_(), [t(2, 8, 5, 3).requires_grad_() for _ in range(3)]
+    stats = [norm_stats(ys[0].detach(), 4, 1e-5, False), norm_stats(ys[1].detach(), 8, 1e-5, True),
+             (torch.zeros(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64))]
+    weight = torch.randn(3, 8, 1, 1, dtype=torch.float64, requires_grad=True)
+    args = (x, ys, [s[0] for s in stats], [s[1] for s in stats], weight, [1, 1, 0])
+    torch.library.opcheck(torch.ops.mmdsnet.dense_aggregate.default, args)
+    torch.library.opcheck(torch.ops.mmdsnet.norm_stats.default, (ys[0].detach(), 4, 1e-5, False))
+    out = dense_aggregate(*args)
+    assert out.is_contiguous(memory_format=memory_format)
+    torch.autograd.grad(out.sum(), [x, *ys, weight])
+
+
+@pytest.mark.parametrize('norm', ['GN', 'BN'])
+def test_native_and_written_out_backward_agree(norm):
+    """The CPU uses ATen's fused norm backward; other devices (until their own kernel) the
+    written-out formula. Both give the same gradients."""
+    y = torch.randn(3, 8, 4, 5, dtype=torch.float64)
+    g = torch.randn_like(y)
+    w = torch.randn(8, dtype=torch.float64)
+    mean, rstd = norm_stats(y, 4, 1e-5, False) if norm == 'GN' else norm_stats(y, 8, 1e-5, True)
+    native = source_backward(g, y, mean, rstd, w, True, True, True, native=True)
+    written = source_backward(g, y, mean, rstd, w, True, True, True, native=False)
+    for a, b in zip(native, written):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_stats_are_float32_for_bf16_input():
+    y = torch.randn(2, 8, 4, 4).bfloat16()
+    mean, rstd = norm_stats(y, 4, 1e-5, False)
+    assert mean.dtype == rstd.dtype == torch.float32 and mean.shape == (2, 4)
+    ref_mean = y.float().reshape(2, 4, -1).mean(-1)
+    torch.testing.assert_close(mean, ref_mean, rtol=1e-6, atol=1e-6)
+
+
+def test_operator_rejects_mismatched_inputs():
+    x = torch.randn(1, 4, 2, 2)
+    one = torch.ones(1, 1)
+    with pytest.raises(ValueError, match='2 sources but 1 means'):
+        dense_aggregate(x, [x, x], [one], [one, one], None, [0, 0])
+    with pytest.raises(ValueError, match=r'a source has shape \(1, 4, 3, 3\)'):
+        dense_aggregate(x, [torch.randn(1, 4, 3, 3)], [one], [one], None, [0])
+
+
+# ---------------------------------------------------------------------- mixed precision
+@pytest.mark.parametrize('cls', [DSNet, DS2Net])
+def test_bf16_autocast_train_step_is_as_accurate_as_the_reference(cls):
+    """CPU bf16 autocast, one training step: the operators' output and gradients are as close to
+    the float32 truth as the reference path's (which autocast runs partly in float32). Relative
+    L2 errors: the output's and all gradients' together at most 1.5x the reference's + 0.01, and
+    each gradient tensor's at most 3x the reference's + 0.05 (bf16 alone puts the reference's own
+    per-tensor errors at 20-150% on this tiny net, so only the comparison is meaningful)."""
+    torch.manual_seed(0)
+    model = _tiny(cls, out_indices=(2, ))
+    x = torch.randn(8, 3, 16, 16)
+
+    def step(autocast, reference):
+        m = copy.deepcopy(model).train()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast), \
+                reference_form() if reference else contextlib.nullcontext():
+            out = m(x)[-1]
+            out.float().pow(2).mean().backward()
+        assert all(p.grad.dtype == p.dtype for p in m.parameters() if p.grad is not None)
+        return {'output': out.float().detach(),
+                **{n: p.grad for n, p in m.named_parameters() if p.grad is not None}}
+
+    def rel(a, b):
+        return ((a - b).norm() / b.norm()).item()
+
+    truth = step(False, False)
+    grads = [k for k in truth if k != 'output']
+    errors = {}
+    for reference in (True, False):
+        got = step(True, reference)
+        assert got.keys() == truth.keys()
+        errors[reference] = {k: rel(got[k], truth[k]) for k in truth}
+        errors[reference]['all gradients'] = rel(torch.cat([got[k].flatten() for k in grads]),
+                                                 torch.cat([truth[k].flatten() for k in grads]))
+    ref, ours = errors[True], errors[False]
+    for k in ('output', 'all gradients'):
+        assert ours[k] < 1.5 * ref[k] + 0.01, (k, ours[k], ref[k])
+    for k in grads:
+        assert ours[k] < 3 * ref[k] + 0.05, (k, ours[k], ref[k])
+
+
+def test_bf16_dtypes_of_outputs_and_gradients():
+    agg = DenseAggregation(8, 2, 'GN')
+    x = torch.randn(2, 8, 4, 4).bfloat16().requires_grad_()
+    ys = [torch.randn(2, 8, 4, 4).bfloat16().requires_grad_() for _ in range(2)]
+    out = agg(x, [agg.normalize(i, y) for i, y in enumerate(ys)])
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert x.grad.dtype == ys[0].grad.dtype == torch.bfloat16
+    assert agg.shortcuts[1].weight.grad.dtype == torch.float32
+
+
+# ------------------------------------------------------------------- unsupported norms
+def test_unsupported_norm_takes_the_reference_form_with_one_warning():
+    from mmengine.registry import MODELS
+
+    @MODELS.register_module(name='_TestScaledNorm', force=True)
+    class ScaledNorm(nn.GroupNorm):  # affine: the operator does not know it
+        def __init__(self, num_features, **kwargs):
+            super().__init__(2, num_features, affine=True)
+
+    model = randomize(_tiny(DSNet, shortcut_norm_cfg=dict(type='_TestScaledNorm'))).double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with pytest.warns(UserWarning, match='using the reference form') as record:
+        out = model(x)
+        out = model(x)
+    assert sum('reference form' in str(w.message) for w in record) == 3  # once per stage
+    with reference_form():
+        torch.testing.assert_close(out, model(x))
+
+
+def test_syncbn_shortcut_norm_in_training_takes_the_reference_form():
+    agg = DenseAggregation(8, 1, dict(type='SyncBN', affine=False))
+    assert isinstance(agg.norms[0], nn.SyncBatchNorm)
+    agg.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert agg.uses_op()  # evaluation: running statistics, local
+    agg.train()
+    with pytest.warns(UserWarning, match='SyncBatchNorm'):
+        assert not agg.uses_op()
+
+
+def test_reference_function_is_the_equation():
+    x, ys = torch.randn(2, 4, 3, 3), [torch.randn(2, 4, 3, 3) for _ in range(2)]
+    w = torch.randn(2, 4, 1, 1)
+    torch.testing.assert_close(aggregate_reference(x, ys, w),
+                               torch.relu(x + w[0] * ys[0] + w[1] * ys[1]))
+    torch.testing.assert_close(aggregate_reference(x, ys), torch.relu(x + ys[0] + ys[1]))
+    norm = build_shortcut_norm('GN', 4)
+    assert isinstance(norm, nn.GroupNorm) and norm.num_groups == 2
