@@ -179,7 +179,8 @@ def load_checkpoint_file(filename: str, map_location=None):
             f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}') from e
 
 
-def _mmengine_local_loader(filename, map_location):
+def load_from_local(filename, map_location):
+    """Replaces MMEngine's loader of the same name, which logs "by local backend" from it."""
     return load_checkpoint_file(filename, map_location)
 
 
@@ -195,7 +196,7 @@ def patch_torch_load(trusted_dirs: Optional[Iterable[str]] = None) -> None:
     """
     from mmengine.runner.checkpoint import CheckpointLoader
     torch.serialization.add_safe_globals(safe_globals())
-    CheckpointLoader.register_scheme(prefixes='', loader=_mmengine_local_loader, force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
     for d in trusted_dirs or ():
         trust_directory(d)
 
