@@ -24,12 +24,10 @@ import time
 
 # Runnable as `python tools/demo.py` from a checkout without installing mmdsnet.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmdsnet.evaluation import COLUMNS  # noqa: E402  (CocoMetric's keys of Table 8's columns)
 
 DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'demo',
                           'faster-rcnn_ds2net-tiny_fpn_shapes.py')
-#: CocoMetric's keys for the three columns of the paper's Table 8.
-COLUMNS = (('mAP@.5', 'coco/bbox_mAP_50'), ('mAP@.75', 'coco/bbox_mAP_75'),
-           ('mAP@[.5:.95]', 'coco/bbox_mAP'))
 
 
 def parse_args(argv=None):

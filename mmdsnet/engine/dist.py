@@ -16,6 +16,9 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.logging import print_log
 
+from .cfg_checks import iter_typed
+
+#: MMEngine's launchers (``--launcher``).
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
 
@@ -41,22 +44,10 @@ def _mpi_env() -> None:
 
 def revert_sync_bn_cfg(cfg) -> int:
     """Replace every ``type='SyncBN'`` in a config tree by ``'BN'``; return how many."""
-    count = 0
-
-    def walk(node):
-        nonlocal count
-        if isinstance(node, dict):
-            if node.get('type') in ('SyncBN', 'MMSyncBN'):
-                node['type'] = 'BN'
-                count += 1
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, (list, tuple)):
-            for v in node:
-                walk(v)
-
-    walk(cfg)
-    return count
+    sync_bns = [node for _, node in iter_typed(cfg) if node['type'] in ('SyncBN', 'MMSyncBN')]
+    for node in sync_bns:
+        node['type'] = 'BN'
+    return len(sync_bns)
 
 
 def setup_cpu_distributed(cfg, launcher: str):
