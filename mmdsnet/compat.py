@@ -1,8 +1,9 @@
 """Safe checkpoint loading for mmengine 0.10.7 under torch>=2.6 (ECOSYSTEM_NOTES 1.1).
 
-torch>=2.6 loads with ``weights_only=True`` by default; mmengine 0.10.7 calls ``torch.load`` without
-``weights_only``, so every Runner checkpoint (its message hub holds ``HistoryBuffer`` objects and
-numpy scalars) fails to load: ``--resume``, ``load_from`` and ``init_cfg=Pretrained`` all break.
+torch>=2.6 loads with ``weights_only=True`` by default; mmengine 0.10.7 calls ``torch.load``
+without ``weights_only``, so every Runner checkpoint (its message hub holds ``HistoryBuffer``
+objects and numpy scalars) fails to load: ``--resume``, ``load_from`` and ``init_cfg=Pretrained``
+all break.
 
 :func:`patch_torch_load` fixes this without giving up the safe loader:
 

@@ -20,7 +20,8 @@ def test_wrongly_scoped_type_is_refused_with_the_fix(type_name):
                       model=dict(type='FasterRCNN', backbone=dict(type=type_name))))
     name = type_name.split('.')[1]
     with pytest.raises(ConfigError, match=rf"model.backbone.type='{type_name}': {name} is "
-                       rf"registered by mmdsnet.*Write type='mmdsnet.{name}' \(or type='{name}'\)"):
+                       rf"registered by mmdsnet.*Write type='mmdsnet.{name}' "
+                       rf"\(or type='{name}'\)"):
         check_cfg(cfg)
 
 

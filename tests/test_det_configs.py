@@ -178,8 +178,9 @@ def test_imagenet_checkpoint_fits_the_detector_backbone(det, cls):
     cls_cfg = Config.fromfile(str(cls_path))
     if cls_cfg.get('custom_imports'):
         import_modules_from_strings(**cls_cfg.custom_imports)
-    import mmdsnet  # noqa: F401  (the classification configs may use type='mmdsnet.DSNet')
     from mmpretrain.registry import MODELS as CLS_MODELS
+
+    import mmdsnet  # noqa: F401  (the classification configs may use type='mmdsnet.DSNet')
     init_default_scope('mmpretrain')
     cls_cfg.model.backbone.init_cfg = None
     classifier = CLS_MODELS.build(cls_cfg.model)

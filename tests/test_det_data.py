@@ -156,7 +156,8 @@ def test_synthetic_coco_is_seeded_and_valid(tmp_path):
             x, y, w, h = ann['bbox']
             assert 0 <= x and 0 <= y and x + w <= 128 and y + h <= 128 and w >= 4 and h >= 4
         names = [im['file_name'] for im in ja['images']]
-        assert check_images(names, osp.join(a['data_root'], a[f'{split}_img'])) == (len(names),) * 2
+        img_dir = osp.join(a['data_root'], a[f'{split}_img'])
+        assert check_images(names, img_dir) == (len(names), ) * 2
         for n in names:
             assert (Path(a['data_root'], split, n).read_bytes()
                     == Path(b['data_root'], split, n).read_bytes())
@@ -167,6 +168,7 @@ def test_synthetic_coco_is_seeded_and_valid(tmp_path):
 
 def test_shapes_are_drawn_where_the_boxes_are():
     import numpy as np
+
     from mmdsnet.datasets.synthetic_det import draw_shape
     img = np.zeros((20, 20, 3), np.uint8)
     draw_shape(img, 'disc', (2, 4, 12, 14), (255, 0, 0))
@@ -253,7 +255,8 @@ def test_prepare_coco2014_refuses_foreign_categories(tmp_path, capsys):
     _shapes_as_coco2014(tmp_path)
     assert prepare_coco2014.main([str(tmp_path)]) == 1
     out = capsys.readouterr()
-    assert '[ WRONG ] train2014: ' in out.out and 'none of its categories is one of COCO' in out.out
+    assert '[ WRONG ] train2014: ' in out.out
+    assert 'none of its categories is one of COCO' in out.out
     assert 'ready' not in out.out
 
 
@@ -270,9 +273,9 @@ def test_dataset_of_which_no_annotation_can_train_stops(tmp_path):
                ann_file='annotations/instances_val2014.json', data_prefix=dict(img='val2014/'),
                pipeline=[])
     with pytest.raises(CocoAnnotationError, match=r'instances_val2014.json: none of its \d+ '
-                       r'annotations can train \(\d+ with unknown category id, skipped \(not among '
-                       r'the dataset classes\)\)\. Its categories \[.disc., .square., .triangle.\] '
-                       r'are not the dataset.s classes \[.person., '):
+                       r'annotations can train \(\d+ with unknown category id, skipped \(not '
+                       r'among the dataset classes\)\)\. Its categories \[.disc., .square., '
+                       r'.triangle.\] are not the dataset.s classes \[.person., '):
         DATASETS.build(cfg)
     ds = DATASETS.build(dict(cfg, metainfo=dict(classes=('square', 'disc', 'triangle'))))
     assert len(ds) == 4

@@ -1,4 +1,4 @@
-"""tools/train.py, tools/test.py, tools/extract_backbone.py and the dataset checks (no training)."""
+"""tools/train.py, tools/test.py, tools/extract_backbone.py, the dataset checks (no training)."""
 import importlib.util
 import os
 import os.path as osp

@@ -113,8 +113,8 @@ def save_predictions_png(runner, out_file, num=4, scale=3, score_thr=0.5):
     import mmcv
     import numpy as np
     import torch
-    from mmengine.dataset import pseudo_collate
     from mmdet.visualization import DetLocalVisualizer
+    from mmengine.dataset import pseudo_collate
 
     dataset = runner.val_dataloader.dataset
     vis = DetLocalVisualizer(name='demo_vis', line_width=2)

@@ -12,8 +12,7 @@ import os.path as osp
 from mmengine.config import Config
 
 import mmdsnet  # noqa: F401  (registers mmdsnet's models)
-from mmdsnet.engine.cli import (add_common_args, build_runner, explained_errors, load_cfg,
-                                parse)
+from mmdsnet.engine.cli import add_common_args, build_runner, explained_errors, load_cfg, parse
 from mmdsnet.evaluation import table8_view
 
 

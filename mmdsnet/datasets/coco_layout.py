@@ -172,8 +172,8 @@ def check_images(file_names: Iterable[str], img_dir: str, ann_file: str = '',
     if missing:
         raise CocoLayoutError(
             f'COCO images missing: {ann_file} lists {listed} images, only {found} are in '
-            f'{osp.abspath(img_dir)} ({len(missing)} missing, e.g. {missing[:3]}). An interrupted download or '
-            f'unzip, or images of another split (2014 names look like '
+            f'{osp.abspath(img_dir)} ({len(missing)} missing, e.g. {missing[:3]}). An '
+            f'interrupted download or unzip, or images of another split (2014 names look like '
             f'COCO_val2014_000000000042.jpg, 2017 names like 000000000042.jpg). {LAYOUT_HINT}')
     return listed, found
 

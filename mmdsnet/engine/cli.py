@@ -1,4 +1,4 @@
-"""What tools/train.py and tools/test.py share: mmdet's / mmpretrain's command line and start-up."""
+"""What tools/train.py and tools/test.py share: mmdet's / mmpretrain's command line, start-up."""
 import contextlib
 import os
 import os.path as osp
@@ -10,7 +10,7 @@ from .dist import LAUNCHERS
 
 
 def add_common_args(parser, cfg_options_example: str) -> None:
-    """``--data-root``, ``--cfg-options``, ``--launcher`` and both spellings of ``--local-rank``."""
+    """``--data-root``, ``--cfg-options``, ``--launcher``, both spellings of ``--local-rank``."""
     parser.add_argument(
         '--data-root',
         metavar='DIR',

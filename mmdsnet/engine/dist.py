@@ -1,11 +1,12 @@
-"""torch.distributed on CPU-only machines through MMEngine's own launchers (ECOSYSTEM_NOTES 4.2/4.3).
+"""torch.distributed on CPU-only machines through MMEngine's launchers (ECOSYSTEM_NOTES 4.2/4.3).
 
 mmengine 0.10.7 assumes CUDA twice: its ``pytorch``/``slurm`` launchers call
 ``torch.cuda.set_device`` before ``init_process_group`` (and default to nccl), and
 ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to DDP, which DDP rejects for CPU modules.
 The Runner initializes the process group only when none exists yet, so on a CPU-only machine we
 initialize it first (gloo, same env:// rendezvous the launchers use), ask for a DDP wrapper with
-``device_ids=None``, and turn SyncBN into BN (SyncBN has no CPU kernels). With CUDA nothing changes.
+``device_ids=None``, and turn SyncBN into BN (SyncBN has no CPU kernels). With CUDA nothing
+changes.
 """
 import logging
 import os

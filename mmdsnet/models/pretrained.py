@@ -9,11 +9,12 @@ mmengine's arguments (``checkpoint``, ``prefix``, ``map_location``) and, through
 :func:`load_pretrained`:
 
 * reads a plain state dict, or the ``'state_dict'`` of a checkpoint saved by MMEngine's Runner,
-  through MMEngine's ``CheckpointLoader`` (local files: :func:`mmdsnet.compat.load_checkpoint_file`,
-  i.e. ``torch.load(weights_only=True)``, widened to exactly the types a Runner checkpoint pickles:
-  MMEngine ``HistoryBuffer`` objects and numpy arrays); keeps the keys starting with ``prefix``
-  (``'backbone.'`` for an mmpretrain ``ImageClassifier`` checkpoint) and strips it, and strips
-  DDP's ``module.`` (:func:`select_prefix`);
+  through MMEngine's ``CheckpointLoader`` (local files by
+  :func:`mmdsnet.compat.load_checkpoint_file`, i.e. ``torch.load(weights_only=True)``, widened
+  to exactly the types a Runner checkpoint pickles: MMEngine ``HistoryBuffer`` objects and
+  numpy arrays); keeps the keys starting with ``prefix`` (``'backbone.'`` for an mmpretrain
+  ``ImageClassifier`` checkpoint) and strips it, and strips DDP's ``module.``
+  (:func:`select_prefix`);
 * logs ONE line ``loaded N/M backbone tensors from FILE (prefix 'backbone.')`` (``M`` counts
   every entry of the backbone's ``state_dict``: parameters and buffers), plus the missing and
   unexpected keys when there are any;
@@ -84,7 +85,8 @@ def read_state_dict(filename: str, map_location='cpu') -> Dict[str, torch.Tensor
     return ckpt
 
 
-def select_prefix(state_dict: Dict[str, torch.Tensor], prefix: str = '') -> Dict[str, torch.Tensor]:
+def select_prefix(state_dict: Dict[str, torch.Tensor],
+                  prefix: str = '') -> Dict[str, torch.Tensor]:
     """The entries whose key starts with ``prefix``, with it removed, after removing the
     ``module.`` of a state dict saved from a DDP-wrapped model."""
     out = {}

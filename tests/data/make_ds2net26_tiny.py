@@ -12,13 +12,15 @@ its logits on a seeded input (tests/test_checkpoint_compat.py).
 """
 import os.path as osp
 import sys
+
 import numpy as np
 import torch
-import mmdsnet  # noqa: F401  (registers DSNet)
 from mmengine.logging import MessageHub
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
 from mmpretrain.registry import MODELS
+
+import mmdsnet  # noqa: F401  (registers DSNet)
 
 init_default_scope('mmpretrain')
 torch.manual_seed(0)
@@ -33,6 +35,7 @@ model = MODELS.build(dict(
 model.init_weights()
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from helpers import randomize  # noqa: E402  ("trained": random, recognisable, finite)
+
 randomize(model, seed=1)
 model.eval()
 x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
