@@ -346,7 +346,7 @@ def test_data_hint_names_the_failed_loader_and_every_key(test_tool, tmp_path):
     assert msg.startswith('error: Dataset check failed') and 'test_dataloader: ' in msg
     assert 'train_dataloader' not in msg
     assert msg.rstrip().endswith(
-        '--data-root DIR, which sets test_evaluator.ann_file, test_dataloader.dataset.data_root '
+        '--data-root DIR, which sets test_dataloader.dataset.data_root, test_evaluator.ann_file '
         '(or set those keys in the config).')
 
 

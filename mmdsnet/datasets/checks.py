@@ -314,12 +314,12 @@ def set_data_root(cfg, data_root: str, splits: Iterable[str] = SPLITS) -> List[s
     keys = []
     for split in splits:
         for key, ds in _datasets(cfg, split):
+            ds['data_root'] = data_root
+            keys.append(f'{key}.data_root')
             for ev_key, ev in _evaluators(cfg, split):
                 if _same_file(ev.get('ann_file'), ds.get('ann_file')):
                     ev['ann_file'] = osp.join(data_root, ds['ann_file'])
                     keys.append(f'{ev_key}.ann_file')
-            ds['data_root'] = data_root
-            keys.append(f'{key}.data_root')
     return list(dict.fromkeys(keys))
 
 
