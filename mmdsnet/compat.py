@@ -1,8 +1,9 @@
 """Safe checkpoint loading for mmengine 0.10.7 under torch>=2.6 (ECOSYSTEM_NOTES 1.1).
 
-torch>=2.6 loads with ``weights_only=True`` by default; mmengine 0.10.7 calls ``torch.load`` without
-``weights_only``, so every Runner checkpoint (its message hub holds ``HistoryBuffer`` objects and
-numpy scalars) fails to load: ``--resume``, ``load_from`` and ``init_cfg=Pretrained`` all break.
+torch>=2.6 loads with ``weights_only=True`` by default; mmengine 0.10.7 calls ``torch.load``
+without ``weights_only``, so every Runner checkpoint (its message hub holds ``HistoryBuffer``
+objects and numpy scalars) fails to load: ``--resume``, ``load_from`` and ``init_cfg=Pretrained``
+all break.
 
 :func:`patch_torch_load` fixes this without giving up the safe loader:
 
@@ -179,7 +180,8 @@ def load_checkpoint_file(filename: str, map_location=None):
             f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}') from e
 
 
-def _mmengine_local_loader(filename, map_location):
+def load_from_local(filename, map_location):
+    """Replaces MMEngine's loader of the same name, which logs "by local backend" from it."""
     return load_checkpoint_file(filename, map_location)
 
 
@@ -195,7 +197,7 @@ def patch_torch_load(trusted_dirs: Optional[Iterable[str]] = None) -> None:
     """
     from mmengine.runner.checkpoint import CheckpointLoader
     torch.serialization.add_safe_globals(safe_globals())
-    CheckpointLoader.register_scheme(prefixes='', loader=_mmengine_local_loader, force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
     for d in trusted_dirs or ():
         trust_directory(d)
 

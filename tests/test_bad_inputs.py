@@ -20,7 +20,8 @@ def test_wrongly_scoped_type_is_refused_with_the_fix(type_name):
                       model=dict(type='FasterRCNN', backbone=dict(type=type_name))))
     name = type_name.split('.')[1]
     with pytest.raises(ConfigError, match=rf"model.backbone.type='{type_name}': {name} is "
-                       rf"registered by mmdsnet.*Write type='{name}' or type='mmdsnet.{name}'"):
+                       rf"registered by mmdsnet.*Write type='mmdsnet.{name}' "
+                       rf"\(or type='{name}'\)"):
         check_cfg(cfg)
 
 
@@ -157,7 +158,7 @@ def test_doubtful_coco_annotations_are_counted_in_a_warning(tmp_path, mmlog):
 
 
 def test_truncated_coco_json_is_named_with_its_position(tmp_path):
-    from mmdsnet.datasets.coco import CocoAnnotationError
+    from mmdsnet.datasets.coco_layout import CocoAnnotationError
     ann_file = _coco(tmp_path, [_box(1, [10, 10, 20, 20])])
     text = open(ann_file).read()
     open(ann_file, 'w').write(text[:len(text) // 2])
@@ -177,3 +178,53 @@ def test_corrupt_image_is_skipped_in_training_with_a_warning(tmp_path, mmlog):
     text = mmlog.getvalue()
     assert sample['img_path'].endswith('2.png') and sample['img'].shape == (48, 64, 3)
     assert 'skipping unreadable image' in text and '1.png' in text
+
+
+# --------------------------------------------------------------------------- channels
+def _classifier_cfg(**head):
+    return Config(dict(
+        default_scope='mmpretrain', custom_imports=dict(imports=['mmdsnet']),
+        model=dict(type='ImageClassifier',
+                   backbone=dict(type='mmdsnet.DS2Net', depth=26, base_channels=16),
+                   neck=dict(type='GlobalAveragePooling'),
+                   head=dict(type='LinearClsHead', num_classes=10, **head))))
+
+
+def test_head_in_channels_that_differ_from_the_backbone_are_refused():
+    assert check_cfg(_classifier_cfg(in_channels=512)) == []
+    with pytest.raises(ConfigError, match=r"^model.head.in_channels=2048 but the backbone "
+                       r"\(mmdsnet.DS2Net\) returns \[512\] channels \(its out_channels\): set "
+                       r"model.head.in_channels=512$"):
+        check_cfg(_classifier_cfg(in_channels=2048))
+
+
+def test_fpn_in_channels_that_differ_from_the_backbone_are_refused():
+    cfg = Config(dict(default_scope='mmdet', custom_imports=dict(imports=['mmdsnet']),
+                      model=dict(type='FasterRCNN',
+                                 backbone=dict(type='mmdsnet.DSNet', base_channels=16,
+                                               out_indices=(0, 1, 2, 3)),
+                                 neck=dict(type='FPN', in_channels=[256, 512, 1024, 2048]))))
+    with pytest.raises(ConfigError, match=r"model.neck.in_channels=\[256, 512, 1024, 2048\] but "
+                       r"the backbone \(mmdsnet.DSNet\) returns \[64, 128, 256, 512\] channels"):
+        check_cfg(cfg)
+    cfg.model.neck.in_channels = [64, 128, 256, 512]
+    assert check_cfg(cfg) == []
+
+
+def test_bad_backbone_argument_in_a_config_is_one_line_from_the_tool(tmp_path):
+    """tools/train.py: a head that does not fit, or a bad backbone argument, ends the run with
+    one line before the Runner (or the dataset check) starts."""
+    base = __file__.rsplit('/tests/', 1)[0] + '/configs/mmpretrain/dsnet/ds2net26-w0.25_1xb128' \
+        '_cifar100.py'
+    cfg = tmp_path / 'c.py'
+    cfg.write_text(f"_base_ = [{base!r}]\nmodel = dict(head=dict(in_channels=2048))\n")
+    out = _train([str(cfg), '--work-dir', str(tmp_path / 'wd')], tmp_path)
+    assert out.returncode == 1 and 'Traceback' not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        'error: model.head.in_channels=2048 but the backbone (mmdsnet.DS2Net) returns [512] '
+        'channels (its out_channels): set model.head.in_channels=512')
+    out = _train([str(cfg), '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+                  'model.backbone.depth=42'], tmp_path)
+    assert out.returncode == 1 and 'Traceback' not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        'error: model.backbone: depth=42 is not available for block=')

@@ -15,7 +15,8 @@ CONFIGS = sorted(
     p for p in glob.glob(osp.join(CONFIG_DIR, '**', '*.py'), recursive=True)
     if '_base_' not in p.split(osp.sep))
 IDS = [osp.relpath(p, CONFIG_DIR) for p in CONFIGS]
-NAME_RE = re.compile(r'^(?P<model>[a-z0-9.\-]+)_(?P<gpus>\d+)xb(?P<bs>\d+)_(?P<data>cifar10|cifar100|in1k)\.py$')
+NAME_RE = re.compile(r'^(?P<model>[a-z0-9.\-]+)_(?P<gpus>\d+)xb(?P<bs>\d+)_'
+                     r'(?P<data>cifar10|cifar100|in1k)\.py$')
 
 # Heavy ImageNet models run at 64x64 instead of 224x224: their forward at 224 costs several
 # seconds of the 2-core CI budget, and global average pooling makes the network itself
@@ -117,7 +118,6 @@ def test_bases_are_self_contained():
 @pytest.mark.parametrize('path', CONFIGS, ids=IDS)
 def test_config_builds_and_runs(path):
     from mmengine.registry import DefaultScope
-
     from mmpretrain.registry import MODELS
     cfg = _load(path)
     rel = osp.relpath(path, CONFIG_DIR)

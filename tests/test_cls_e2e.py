@@ -51,7 +51,7 @@ def make_tiny_cifar100(root: str, n_train: int = 192, n_test: int = 64, seed: in
             pickle.dump(entry, f, protocol=2)
 
 
-PATCH_MODULE = '''"""Accept generated CIFAR-100 files: mmpretrain checks the official files' md5."""
+PATCH_MODULE = '''"""Accept generated CIFAR-100 files (mmpretrain checks the official md5)."""
 from mmpretrain.datasets import CIFAR100
 
 CIFAR100.train_list = [['train', None]]

@@ -1,4 +1,4 @@
-"""mmdsnet.compat: Runner checkpoints load safely under torch>=2.6, unsafe ones only when trusted."""
+"""mmdsnet.compat: Runner checkpoints load safely under torch>=2.6; unsafe ones only if trusted."""
 import fractions
 import os
 import pickle

@@ -16,9 +16,9 @@ from mmengine.utils import import_modules_from_strings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE8 = {  # short config name -> (backbone type, shortcut, checkpoint)
-    'faster_rcnn_r50_coco.py': ('DSNet', 'identity', 'checkpoints/resnet50_in1k.pth'),
-    'faster_rcnn_dsnet50_coco.py': ('DSNet', 'dense', 'checkpoints/dsnet50_in1k.pth'),
-    'faster_rcnn_ds2net50_coco.py': ('DS2Net', 'dense', 'checkpoints/ds2net50_in1k.pth'),
+    'faster_rcnn_r50_coco.py': ('mmdsnet.DSNet', 'identity', 'checkpoints/resnet50_in1k.pth'),
+    'faster_rcnn_dsnet50_coco.py': ('mmdsnet.DSNet', 'dense', 'checkpoints/dsnet50_in1k.pth'),
+    'faster_rcnn_ds2net50_coco.py': ('mmdsnet.DS2Net', 'dense', 'checkpoints/ds2net50_in1k.pth'),
 }
 DET_CONFIGS = sorted(
     [ROOT / 'configs' / n for n in TABLE8]
@@ -53,7 +53,7 @@ def test_config_parses_and_builds(path):
     cfg.model.backbone.init_cfg = None  # no checkpoint needed to build
     model = _build(cfg)
     model.init_weights()
-    assert type(model.backbone).__name__ == backbone.type
+    assert f'mmdsnet.{type(model.backbone).__name__}' == backbone.type
     assert list(cfg.model.neck.in_channels) == list(model.backbone.out_channels)
     model.eval()
     with torch.no_grad():  # predict: backbone + FPN + RPN + RoI head + NMS, 64 px
@@ -75,7 +75,7 @@ def test_table8_rows(name):
     assert cfg.model.roi_head.bbox_head.num_classes == 80
     # COCO 2014: train2014 / val2014 ("validation" of the paper), CocoMetric on the same json.
     train, val = cfg.train_dataloader.dataset, cfg.val_dataloader.dataset
-    assert train.type == val.type == 'Coco2014Dataset'
+    assert train.type == val.type == 'mmdsnet.Coco2014Dataset'
     assert train.ann_file.endswith('instances_train2014.json')
     assert train.data_prefix.img == 'train2014/'
     assert val.ann_file.endswith('instances_val2014.json') and val.data_prefix.img == 'val2014/'
@@ -107,7 +107,7 @@ def test_syncbn_variant():
     cfg = _load(ROOT / 'configs/mmdet/faster_rcnn/faster-rcnn_ds2net50_fpn_syncbn_5e_coco2014.py')
     assert cfg.model.backbone.norm_cfg.type == 'SyncBN'
     assert cfg.model.backbone.norm_eval is False
-    assert cfg.model.backbone.type == 'DS2Net'
+    assert cfg.model.backbone.type == 'mmdsnet.DS2Net'
 
 
 def _narrow_detector(name: str):
@@ -156,7 +156,7 @@ def test_forward_backward_narrow(name):
     assert bb.layer4.block(1).bn3.weight.grad.abs().sum() > 0
     if TABLE8[name][1] == 'dense':  # the dense shortcut weights W of stage 2 learn
         assert bb.layer2.aggregation.shortcuts[0].weight.grad.abs().sum() > 0
-    if TABLE8[name][0] == 'DS2Net':
+    if TABLE8[name][0] == 'mmdsnet.DS2Net':
         assert any('inner_aggregation' in n and p.grad is not None
                    for n, p in bb.layer3.named_parameters())
     # norm_eval: BatchNorm stays in eval mode while the detector trains.
@@ -178,8 +178,9 @@ def test_imagenet_checkpoint_fits_the_detector_backbone(det, cls):
     cls_cfg = Config.fromfile(str(cls_path))
     if cls_cfg.get('custom_imports'):
         import_modules_from_strings(**cls_cfg.custom_imports)
-    import mmdsnet  # noqa: F401  (the classification configs may use type='mmdsnet.DSNet')
     from mmpretrain.registry import MODELS as CLS_MODELS
+
+    import mmdsnet  # noqa: F401  (the classification configs may use type='mmdsnet.DSNet')
     init_default_scope('mmpretrain')
     cls_cfg.model.backbone.init_cfg = None
     classifier = CLS_MODELS.build(cls_cfg.model)
@@ -191,3 +192,26 @@ def test_imagenet_checkpoint_fits_the_detector_backbone(det, cls):
     backbone = MODELS.build(det_cfg.model.backbone)
     target = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
     assert source == target
+
+
+def _mmdet_base(rel: str) -> dict:
+    """One of mmdet's own base configs, read from the installed package (no `mmdet::`)."""
+    import mmdet
+    return Config.fromfile(str(Path(mmdet.__file__).parent / '.mim' / 'configs' / '_base_' / rel)
+                           ).to_dict()
+
+
+def test_base_detector_mirrors_mmdet():
+    """Our Faster R-CNN base is mmdet 3.3.0's with only the backbone replaced, and our runtime
+    is mmdet's plus custom_imports (their headers say so): this fails when they drift apart."""
+    import mmdet
+    assert mmdet.__version__ == '3.3.0', 're-check the mirrored bases against the new mmdet'
+    base = ROOT / 'configs' / 'mmdet' / '_base_'
+    ours = Config.fromfile(str(base / 'models' / 'faster-rcnn_dsnet50_fpn.py')).to_dict()
+    theirs = _mmdet_base('models/faster-rcnn_r50_fpn.py')
+    assert ours['model'].pop('backbone')['type'] == 'mmdsnet.DSNet'
+    theirs['model'].pop('backbone')
+    assert ours == theirs
+    ours = Config.fromfile(str(base / 'default_runtime.py')).to_dict()
+    assert ours.pop('custom_imports') == dict(imports=['mmdsnet'], allow_failed_imports=False)
+    assert ours == _mmdet_base('default_runtime.py')

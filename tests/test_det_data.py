@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mmdsnet.datasets.coco import (CocoLayoutError, check_coco_dataset, check_coco_split,
-                                   check_images)
+from mmdsnet.datasets.coco_layout import (CocoLayoutError, check_coco_dataset, check_coco_split,
+                                          check_images)
 from mmdsnet.datasets.synthetic_det import make_synthetic_coco
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +74,8 @@ def test_wrong_count_for_the_split(tmp_path):
 
 def test_registered_pre_run_check(tmp_path):
     """What tools/train.py's dataset check (mmdsnet.datasets.checks) reports for COCO."""
-    from mmdsnet.datasets.checks import DATASET_CHECKS
-    assert DATASET_CHECKS['Coco2014Dataset'] is check_coco_dataset
+    from mmdsnet.registry import DATASET_CHECKS
+    assert DATASET_CHECKS.get('Coco2014Dataset') is check_coco_dataset
     _fake_coco(str(tmp_path), write_images=set())
     cfg = dict(type='Coco2014Dataset', data_root=str(tmp_path) + '/',
                ann_file='annotations/instances_val2014.json', data_prefix=dict(img='val2014/'))
@@ -92,7 +92,8 @@ def test_coco2014_dataset_refuses_incomplete_folder(tmp_path):
     from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
     _fake_coco(str(tmp_path), write_images={1, 2, 3, 4, 5})
-    cfg = dict(type='Coco2014Dataset', data_root=str(tmp_path) + '/',
+    # the configs' spelling: the scoped name imports mmdsnet.datasets.coco (and mmdet) on use
+    cfg = dict(type='mmdsnet.Coco2014Dataset', data_root=str(tmp_path) + '/',
                ann_file='annotations/instances_val2014.json', data_prefix=dict(img='val2014/'),
                test_mode=True, pipeline=[])
     with pytest.raises(CocoLayoutError, match=r'lists 10 images, only 5 are in'):
@@ -155,7 +156,8 @@ def test_synthetic_coco_is_seeded_and_valid(tmp_path):
             x, y, w, h = ann['bbox']
             assert 0 <= x and 0 <= y and x + w <= 128 and y + h <= 128 and w >= 4 and h >= 4
         names = [im['file_name'] for im in ja['images']]
-        assert check_images(names, osp.join(a['data_root'], a[f'{split}_img'])) == (len(names),) * 2
+        img_dir = osp.join(a['data_root'], a[f'{split}_img'])
+        assert check_images(names, img_dir) == (len(names), ) * 2
         for n in names:
             assert (Path(a['data_root'], split, n).read_bytes()
                     == Path(b['data_root'], split, n).read_bytes())
@@ -166,6 +168,7 @@ def test_synthetic_coco_is_seeded_and_valid(tmp_path):
 
 def test_shapes_are_drawn_where_the_boxes_are():
     import numpy as np
+
     from mmdsnet.datasets.synthetic_det import draw_shape
     img = np.zeros((20, 20, 3), np.uint8)
     draw_shape(img, 'disc', (2, 4, 12, 14), (255, 0, 0))
@@ -196,3 +199,96 @@ def test_coco_table_reads_val_logs_and_test_outputs(tmp_path, capsys):
     mine = [ln for ln in lines if 'mine DS2Net50' in ln][0]
     assert [c.strip() for c in mine.split('|')[3:6]] == ['54.3', '36.2', '33.7']  # last val
     assert coco_table.main([str(tmp_path / 'nothing_here')]) == 1
+
+
+# ----------------------------------------------------------------- categories that are not COCO's
+def _shapes_as_coco2014(root: Path, n=4):
+    """The shapes data laid out as COCO 2014 (what a user pointing data_root at their own COCO
+    format folder has): train2014/val2014 jsons whose categories are square, disc, triangle."""
+    data = make_synthetic_coco(str(root / 'shapes'), num_train=n, num_val=n, seed=0)
+    (root / 'annotations').mkdir(parents=True)
+    for split, ours in (('train2014', 'train'), ('val2014', 'val')):
+        os.rename(osp.join(data['data_root'], ours), root / split)
+        os.rename(osp.join(data['data_root'], data[f'{ours}_ann']),
+                  root / 'annotations' / f'instances_{split}.json')
+
+
+def test_foreign_categories_stop_the_run_before_the_runner(tmp_path):
+    """The Table 8 config on a folder of other categories: one line naming the mismatch."""
+    pytest.importorskip('mmdet')
+    from mmengine.config import Config
+
+    from mmdsnet.datasets import DatasetCheckError, check_datasets, set_data_root
+    _shapes_as_coco2014(tmp_path)
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'faster_rcnn_ds2net50_coco.py'))
+    set_data_root(cfg, str(tmp_path))
+    with pytest.raises(DatasetCheckError) as info:
+        check_datasets(cfg, ['train', 'val'])
+    problems = [ln for ln in str(info.value).splitlines() if ln.startswith('  - ')]
+    assert len(problems) == 2  # the train json, the val json (read by loader and evaluator)
+    assert problems[0].startswith(f'  - train_dataloader: none of the 3 categories of '
+                                  f'{tmp_path}/annotations/instances_train2014.json')
+    assert "(['square', 'disc', 'triangle']) is among the 80 classes the dataset trains " \
+           "(['person', 'bicycle'" in problems[0]
+    assert 'metainfo=dict(classes=(...))' in problems[0]
+    # the same folder with its own classes passes
+    for split in ('train', 'val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.metainfo = dict(classes=('square', 'disc', 'triangle'))
+    check_datasets(cfg, ['train', 'val'])
+
+
+def test_categories_are_read_from_either_end_or_the_whole_file(tmp_path):
+    from mmdsnet.datasets.coco_layout import read_categories
+    cats = [dict(id=1, name='person'), dict(id=2, name='bicycle')]
+    pad = [dict(id=i, file_name=f'{i:012d}.jpg', width=9, height=9) for i in range(3000)]
+    for order in (('categories', 'images'), ('images', 'categories')):
+        doc = {k: (cats if k == 'categories' else pad) for k in order}
+        (tmp_path / 'a.json').write_text(json.dumps(doc))
+        assert read_categories(str(tmp_path / 'a.json'), window=512) == cats
+    doc = dict(images=pad[:1500], categories=cats, annotations=pad[1500:])  # in the middle
+    (tmp_path / 'a.json').write_text(json.dumps(doc))
+    assert read_categories(str(tmp_path / 'a.json'), window=512) == cats
+
+
+def test_prepare_coco2014_refuses_foreign_categories(tmp_path, capsys):
+    pytest.importorskip('mmdet')
+    _shapes_as_coco2014(tmp_path)
+    assert prepare_coco2014.main([str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert '[ WRONG ] train2014: ' in out.out
+    assert 'none of its categories is one of COCO' in out.out
+    assert 'ready' not in out.out
+
+
+def test_dataset_of_which_no_annotation_can_train_stops(tmp_path):
+    """Loaded anyway (no pre-run check): the dataset raises one line instead of warning
+    'training goes on' and dying later in mmdet with a raw traceback."""
+    pytest.importorskip('mmcv.ops', reason='mmdet needs mmcv built with its ops')
+    from mmengine.registry import DATASETS, init_default_scope
+
+    from mmdsnet.datasets.coco_layout import CocoAnnotationError
+    init_default_scope('mmdet')
+    _shapes_as_coco2014(tmp_path)
+    cfg = dict(type='mmdsnet.Coco2014Dataset', data_root=str(tmp_path) + '/',
+               ann_file='annotations/instances_val2014.json', data_prefix=dict(img='val2014/'),
+               pipeline=[])
+    with pytest.raises(CocoAnnotationError, match=r'instances_val2014.json: none of its \d+ '
+                       r'annotations can train \(\d+ with unknown category id, skipped \(not '
+                       r'among the dataset classes\)\)\. Its categories \[.disc., .square., '
+                       r'.triangle.\] are not the dataset.s classes \[.person., '):
+        DATASETS.build(cfg)
+    ds = DATASETS.build(dict(cfg, metainfo=dict(classes=('square', 'disc', 'triangle'))))
+    assert len(ds) == 4
+
+
+def test_verify_images_off_skips_the_count(tmp_path):
+    pytest.importorskip('mmcv.ops', reason='mmdet needs mmcv built with its ops')
+    from mmengine.registry import DATASETS, init_default_scope
+    init_default_scope('mmdet')
+    _fake_coco(str(tmp_path), write_images={1})
+    cfg = dict(type='mmdsnet.Coco2014Dataset', data_root=str(tmp_path) + '/',
+               ann_file='annotations/instances_val2014.json', data_prefix=dict(img='val2014/'),
+               test_mode=True, pipeline=[])
+    with pytest.raises(CocoLayoutError, match='only 1 are in'):
+        DATASETS.build(cfg)
+    assert len(DATASETS.build(dict(cfg, verify_images=False))) == 10

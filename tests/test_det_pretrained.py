@@ -165,3 +165,32 @@ def test_untrusted_pickle_is_refused(tmp_path):
     model = DSNet(**TINY, init_cfg=_pretrained(path))
     with pytest.raises(Exception, match=r'evil\.pth'):
         model.init_weights()
+
+
+def test_strict_initializer_serves_any_model_as_mmdsnet_pretrained(tmp_path, logs):
+    """One initializer in MMEngine's WEIGHT_INITIALIZERS: DSNet's 'Pretrained' resolves to it,
+    and any BaseModule can name it 'mmdsnet.Pretrained' (MMEngine's own stays untouched)."""
+    from mmengine.model import BaseModule
+    from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_INITS
+
+    from mmdsnet.registry import WEIGHT_INITIALIZERS
+    assert WEIGHT_INITIALIZERS.get('Pretrained') is pretrained_mod.StrictPretrained
+    assert MMENGINE_INITS.get('Pretrained') is not pretrained_mod.StrictPretrained
+
+    class Stem(BaseModule):
+        def __init__(self, init_cfg):
+            super().__init__(init_cfg)
+            self.conv1 = torch.nn.Conv2d(3, 8, 7, 2, 3, bias=False)
+
+    path = tmp_path / 'cls.pth'
+    src = _random_backbone()
+    torch.save({'state_dict': _classifier_state(src)}, path)  # 1 of its tensors fits a Stem
+    stem = Stem(dict(type='mmdsnet.Pretrained', checkpoint=str(path), prefix='backbone.',
+                     min_fraction=1.0))
+    stem.init_weights()
+    assert logs[0] == f"loaded 1/1 backbone tensors from {path} (prefix 'backbone.')"
+    assert 'that the backbone does not have, ignored' in logs[1]  # the Stem has 1 of them
+    torch.testing.assert_close(stem.conv1.weight, src.conv1.weight)
+    other = Stem(dict(type='mmdsnet.Pretrained', checkpoint=str(path), prefix='head.'))
+    with pytest.raises(PretrainedMismatchError, match=r'only 0/1 backbone tensors matched'):
+        other.init_weights()

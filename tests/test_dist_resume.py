@@ -1,4 +1,4 @@
-"""Scale out and hold up: torchrun + gloo on the CPU, SIGKILL + --resume, crash-safe checkpoints."""
+"""Scale out, hold up: torchrun + gloo on the CPU, SIGKILL + --resume, crash-safe checkpoints."""
 import os
 import os.path as osp
 import signal
@@ -137,7 +137,7 @@ def test_sigkill_then_resume_reaches_the_uninterrupted_weights(tmp_path):
     res = run([PY, 'tools/train.py', cfg, '--work-dir', str(wd), '--resume'], timeout=300)
     log = res.stdout + res.stderr
     assert res.returncode == 0, log[-3000:]
-    assert f'resumed' in log.lower() and osp.basename(killed_at) in log
+    assert 'resumed' in log.lower() and osp.basename(killed_at) in log
     a, b = load_state(tmp_path / 'ref' / f'iter_{iters}.pth'), load_state(wd / f'iter_{iters}.pth')
     assert a.keys() == b.keys()
     for k in a:

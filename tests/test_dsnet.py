@@ -1,7 +1,6 @@
 """The backbone against the paper's equations, mmpretrain's ResNet, and mmdet's interface."""
 import pytest
 import torch
-from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdsnet.models import DS2Net, DSLayer, DSNet
@@ -185,7 +184,8 @@ def test_frozen_stages_freeze_stem_stages_and_shortcut_weights():
     assert m.layer3.aggregation.shortcuts[0].weight.requires_grad and m.layer3.training
     before = m.layer1.aggregation.norms[0].running_mean.clone()
     m(torch.randn(2, 3, 32, 32))
-    torch.testing.assert_close(m.layer1.aggregation.norms[0].running_mean, before)  # frozen BN stats
+    # frozen BN statistics
+    torch.testing.assert_close(m.layer1.aggregation.norms[0].running_mean, before)
 
 
 def test_norm_eval_reaches_every_batchnorm_including_shortcut_norms():
@@ -221,4 +221,5 @@ def test_out_indices_and_channels():
     assert [f.shape[-1] for f in feats] == [16, 8, 4, 2]
     m = DSNet(depth=50, base_channels=16, out_indices=(1, ))
     assert m.res_layers == ['layer1', 'layer2']  # later stages would be unused parameters
-    assert m.out_channels == (128, ) and DSNet(depth=50, out_indices=(-1, )).out_channels == (2048, )
+    assert m.out_channels == (128, )
+    assert DSNet(depth=50, out_indices=(-1, )).out_channels == (2048, )

@@ -1,10 +1,13 @@
 """Bad arguments fail at construction, naming the argument and the allowed values."""
+import logging
+
 import pytest
 
-from mmdsnet.models import DSNet
+from mmdsnet.models import DS2Net, DSNet
 
 CASES = [
-    (dict(depth=42), ValueError, r'depth=42 is not available for block=.bottleneck.; choose one of '
+    (dict(depth=42), ValueError,
+     r'depth=42 is not available for block=.bottleneck.; choose one of '
      r'\[26, 29, 38, 50, 77, 101, 152\]'),
     (dict(depth=50, block='basic'), ValueError, r'depth=50 is not available for block=.basic.'),
     (dict(block='dense'), ValueError, r"block must be one of \['basic', 'bottle2neck', "),
@@ -30,6 +33,17 @@ CASES = [
      r"block_cfg \{'cardinality': 32\} does not fit block='bottleneck' \(DSBottleneck\)"),
     (dict(block='bottle2neck', block_cfg=dict(scales=1)), ValueError, r'scales must be >= 2'),
     (dict(base_channels=0), ValueError, r'base_channels must be positive'),
+    # every argument is validated in every mode, also where the mode does not use it
+    (dict(block='basic', depth=18, block_cfg=dict(widht_per_group=4)), TypeError,
+     r"block_cfg \{'widht_per_group': 4\} does not fit block='basic'"),
+    (dict(shortcut='identity', shortcut_norm_cfg='WN'), ValueError,
+     r"shortcut_norm_cfg: unknown type 'WN'"),
+    (dict(shortcut='identity', shortcut_weight='scalar'), ValueError,
+     r'shortcut_weight must be one of'),
+    (dict(shortcut='dense_identity', shortcut_init='ones'), ValueError,
+     r"shortcut_init must be a number or one of \('uniform', 'last'\), got 'ones'"),
+    (dict(shortcut_norm_cfg=dict(type='LN', num_groups=4)), TypeError,
+     r"unexpected keys \['num_groups'\] for 'LN'"),
 ]
 
 
@@ -42,3 +56,18 @@ def test_bad_arguments_raise_clear_errors(kwargs, exc, match):
 def test_unknown_keyword_names_itself():
     with pytest.raises(TypeError, match='dcn'):
         DSNet(dcn=dict(type='DCNv2'))
+
+
+@pytest.mark.parametrize('mode', ['identity', 'dense_identity'])
+def test_arguments_a_mode_ignores_are_warned_about(mode, monkeypatch):
+    from mmdsnet.models.backbones import dsnet as dsnet_mod
+    lines = []
+    monkeypatch.setattr(dsnet_mod, 'print_log',
+                        lambda msg, *a, **k: lines.append((msg, k.get('level'))))
+    DSNet(depth=26, shortcut=mode, shortcut_norm_cfg='BN', shortcut_init=0.5)
+    warned = [m for m, level in lines if level == logging.WARNING]
+    assert len(warned) == 1 and 'has no effect' in warned[0] and 'shortcut_init' in warned[0]
+    lines.clear()
+    DSNet(depth=26, shortcut=mode)  # the defaults: nothing to say
+    DS2Net(depth=26, shortcut=mode, shortcut_norm_cfg='BN')  # DS2's inner shortcuts use them
+    assert not [m for m, level in lines if level == logging.WARNING]

@@ -1,4 +1,4 @@
-"""tools/train.py, tools/test.py, tools/extract_backbone.py and the dataset checks (no training)."""
+"""tools/train.py, tools/test.py, tools/extract_backbone.py, the dataset checks (no training)."""
 import importlib.util
 import os
 import os.path as osp
@@ -305,13 +305,132 @@ def test_unknown_dataset_type_gets_the_generic_check(tmp_path):
     assert problems == [f'train_dataloader: MyDataset: data_root {tmp_path / "x"} does not exist']
 
 
-def test_test_tool_prints_the_table8_view_for_coco_metrics(test_tool):
-    metrics = {'coco/bbox_mAP': 0.337, 'coco/bbox_mAP_50': 0.543, 'coco/bbox_mAP_75': 0.362,
-               'coco/bbox_mAP_s': 0.1}
-    table = test_tool.format_table8(metrics, 'work_dirs/x/epoch_5.pth')
+COCO_METRICS = {'coco/bbox_mAP': 0.337, 'coco/bbox_mAP_50': 0.543, 'coco/bbox_mAP_75': 0.362,
+                'coco/bbox_mAP_s': 0.1}
+
+
+@pytest.mark.parametrize('ann_file', ['data/coco/annotations/instances_val2014.json',
+                                      '/d/coco/annotations/instances_minival2014.json'])
+def test_test_tool_prints_the_table8_view_for_coco_metrics(test_tool, ann_file):
+    evaluator = dict(type='CocoMetric', ann_file=ann_file, metric='bbox')
+    table = test_tool.format_table8(COCO_METRICS, 'work_dirs/x/epoch_5.pth', evaluator)
     lines = table.splitlines()
     assert 'mAP@.5' in lines[0] and 'mAP@.75' in lines[0] and 'mAP@[.5:.95]' in lines[0]
     assert any('DS2Net50 (paper, Table 8)' in ln and '54.3' in ln for ln in lines)
     assert any('epoch_5.pth' in ln and '54.3 ' in ln and '36.2' in ln and '33.7' in ln
                for ln in lines)
-    assert test_tool.format_table8({'accuracy/top1': 91.0}, 'x.pth') == ''
+    assert test_tool.format_table8({'accuracy/top1': 91.0}, 'x.pth', evaluator) == ''
+
+
+def test_test_tool_shows_the_paper_rows_only_beside_coco_2014(test_tool):
+    """The demo's shapes (or any other set) get the run's own row, not the paper's beside it."""
+    demo = [dict(type='CocoMetric', ann_file='work_dirs/demo/data/annotations/val.json')]
+    table = test_tool.format_table8(COCO_METRICS, 'work_dirs/demo/epoch_12.pth', demo)
+    assert 'paper' not in table.split('(')[0] and 'DS2Net50' not in table
+    assert any('epoch_12.pth' in ln and '54.3' in ln for ln in table.splitlines())
+    assert 'shown only beside COCO 2014 results' in table and 'annotations/val.json' in table
+
+
+# ------------------------------------------------------------------ the data hint, --data-root
+DET_CFG = osp.join(ROOT, 'configs/faster_rcnn_ds2net50_coco.py')
+
+
+def test_data_hint_names_the_failed_loader_and_every_key(test_tool, tmp_path):
+    """test.py with no test set: the hint is about test_dataloader (and its evaluator), with
+    every key --data-root sets, not about train_dataloader."""
+    missing = tmp_path / 'nowhere'
+    with pytest.raises(SystemExit) as info:
+        test_tool.main([DET_CFG, __file__, '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+                        f'test_dataloader.dataset.data_root={missing}/'])
+    msg = str(info.value)
+    assert msg.startswith('error: Dataset check failed') and 'test_dataloader: ' in msg
+    assert 'train_dataloader' not in msg
+    assert msg.rstrip().endswith(
+        '--data-root DIR, which sets test_dataloader.dataset.data_root, test_evaluator.ann_file '
+        '(or set those keys in the config).')
+
+
+def test_missing_evaluator_ann_file_is_a_dataset_problem(tmp_path):
+    """The run's own evaluator file (COCO's CocoMetric reads one) is checked before the Runner
+    is built, not met as a bare [Errno 2] after the first epoch."""
+    cfg = Config.fromfile(DET_CFG)
+    problems = find_problems(cfg, ['val'])
+    assert f'val_evaluator: CocoMetric: ann_file {osp.abspath("data/coco")}' in ' '.join(problems)
+
+
+def test_data_root_option_moves_datasets_and_evaluators(train_tool, test_tool, tmp_path):
+    for tool, extra in ((train_tool, []), (test_tool, ['ckpt.pth'])):
+        cfg = tool.setup_cfg(tool.parse_args([DET_CFG, *extra, '--data-root', '/d/coco']))
+        for split in ('train', 'val', 'test'):
+            assert cfg[f'{split}_dataloader'].dataset.data_root == '/d/coco'
+        assert cfg.train_dataloader.dataset.ann_file == 'annotations/instances_train2014.json'
+        for ev in ('val_evaluator', 'test_evaluator'):
+            assert cfg[ev].ann_file == '/d/coco/annotations/instances_val2014.json'
+    # a --cfg-options key still wins over --data-root for the one path it names
+    cfg = train_tool.setup_cfg(train_tool.parse_args(
+        [CIFAR100_CFG, '--data-root', '/d/c100', '--cfg-options',
+         'val_dataloader.dataset.data_root=/elsewhere']))
+    assert cfg.train_dataloader.dataset.data_root == '/d/c100'
+    assert cfg.val_dataloader.dataset.data_root == '/elsewhere'
+
+
+def test_data_root_fixes_the_run_the_hint_was_about(train_tool, tmp_path):
+    """What the hint suggests works: a COCO-style folder elsewhere passes the pre-run check."""
+    from mmdsnet.datasets.checks import SPLITS, set_data_root
+    cfg = Config.fromfile(DET_CFG)
+    root = tmp_path / 'coco'
+    for split in ('train2014', 'val2014'):
+        (root / split).mkdir(parents=True)
+        (root / split / 'a.jpg').write_bytes(b'')
+    (root / 'annotations').mkdir()
+    for split in ('train2014', 'val2014'):
+        (root / 'annotations' / f'instances_{split}.json').write_text(
+            '{"images": [{"id": 1, "file_name": "a.jpg", "width": 9, "height": 9}], '
+            '"annotations": [], "categories": [{"id": 1, "name": "person"}]}')
+    assert find_problems(cfg, SPLITS)  # data/coco is not there
+    set_data_root(cfg, str(root))
+    assert find_problems(cfg, SPLITS) == []
+
+
+# --------------------------------------------------------------------------------- tracebacks
+def _run(args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_extract_backbone_missing_file_is_one_line(tmp_path):
+    out = _run(['tools/extract_backbone.py', str(tmp_path / 'nope.pth'), str(tmp_path / 'o.pth')])
+    assert out.returncode == 1 and 'Traceback' not in out.stderr
+    assert out.stderr.strip() == f'error: checkpoint {tmp_path / "nope.pth"} can not be found'
+
+
+def test_env_module_runs_without_runpy_warning():
+    out = _run(['-W', 'error::RuntimeWarning', '-m', 'mmdsnet.utils.env'])
+    assert 'RuntimeWarning' not in out.stderr and 'Traceback' not in out.stderr, out.stderr
+    assert out.returncode == 0 and 'OK: the stack fits together' in out.stdout
+    assert 'MMEngine' in out.stdout and 'mmcv ops' in out.stdout  # MMEngine's keys, and ours
+
+
+# ------------------------------------------------------------------------------- docs links
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a markdown heading."""
+    import re
+    return re.sub(r'[^\w\- ]', '', heading.strip().lower()).replace(' ', '-')
+
+
+def test_every_docs_link_the_code_prints_resolves():
+    import glob
+    import re
+    links = set()
+    for path in glob.glob(osp.join(ROOT, 'mmdsnet', '**', '*.py'), recursive=True) + \
+            glob.glob(osp.join(ROOT, 'tools', '**', '*.py'), recursive=True):
+        links |= set(re.findall(r'docs/[\w./-]+\.md(?:#[\w-]+)?', open(path).read()))
+    assert 'docs/classification.md#1-data-preparation-nothing-is-downloaded' in links
+    for link in sorted(links):
+        file, _, anchor = link.partition('#')
+        assert osp.isfile(osp.join(ROOT, file)), link
+        if anchor:
+            headings = [ln.lstrip('#') for ln in open(osp.join(ROOT, file))
+                        if ln.startswith('#')]
+            assert anchor in {_slug(h) for h in headings}, link

@@ -75,7 +75,7 @@ def test_variant_builds_and_trains_in_scope(scope, name, cfg, size, channels):
 
 
 def test_paper_size_variants_have_the_papers_parameter_counts():
-    from mmdsnet.models import DSNet, DS2Net
+    from mmdsnet.models import DS2Net, DSNet
 
     def millions(m, classes):
         fc = m.stage_channels[-1] * classes + classes

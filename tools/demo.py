@@ -24,12 +24,10 @@ import time
 
 # Runnable as `python tools/demo.py` from a checkout without installing mmdsnet.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmdsnet.evaluation import COLUMNS  # noqa: E402  (CocoMetric's keys of Table 8's columns)
 
 DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'demo',
                           'faster-rcnn_ds2net-tiny_fpn_shapes.py')
-#: CocoMetric's keys for the three columns of the paper's Table 8.
-COLUMNS = (('mAP@.5', 'coco/bbox_mAP_50'), ('mAP@.75', 'coco/bbox_mAP_75'),
-           ('mAP@[.5:.95]', 'coco/bbox_mAP'))
 
 
 def parse_args(argv=None):
@@ -115,8 +113,8 @@ def save_predictions_png(runner, out_file, num=4, scale=3, score_thr=0.5):
     import mmcv
     import numpy as np
     import torch
-    from mmengine.dataset import pseudo_collate
     from mmdet.visualization import DetLocalVisualizer
+    from mmengine.dataset import pseudo_collate
 
     dataset = runner.val_dataloader.dataset
     vis = DetLocalVisualizer(name='demo_vis', line_width=2)

@@ -16,7 +16,9 @@ from typing import Dict, Tuple
 
 import torch
 
-from mmdsnet.compat import load_checkpoint_file, patch_torch_load
+from mmdsnet.compat import load_checkpoint_file
+from mmdsnet.engine.cli import explained_errors
+from mmdsnet.models.pretrained import select_prefix
 
 
 def parse_args(argv=None):
@@ -38,14 +40,11 @@ def extract(state_dict: Dict[str, torch.Tensor],
         tuple: The backbone state_dict and a Counter of dropped tensors by their first key
         component (``head``, ``neck``, ``data_preprocessor`` ...).
     """
-    kept, dropped = OrderedDict(), Counter()
-    for key, value in state_dict.items():
-        name = key[len('module.'):] if key.startswith('module.') else key  # DDP-wrapped saves
-        if name.startswith(prefix):
-            # clone(): a slice of a larger storage would otherwise save the whole storage
-            kept[name[len(prefix):]] = value.detach().clone().contiguous()
-        else:
-            dropped[name.split('.', 1)[0]] += 1
+    # clone(): a slice of a larger storage would otherwise save the whole storage
+    kept = OrderedDict((k, v.detach().clone().contiguous())
+                       for k, v in select_prefix(state_dict, prefix).items())
+    dropped = Counter(k.split('.', 1)[0] for k in select_prefix(state_dict)
+                      if not k.startswith(prefix))
     return kept, dropped
 
 
@@ -53,8 +52,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if osp.exists(args.dst) and not args.force:
         raise SystemExit(f'error: {args.dst} exists; pass --force to overwrite it')
-    patch_torch_load()  # full Runner checkpoints carry HistoryBuffer etc. (mmdsnet.compat)
-    ckpt = load_checkpoint_file(args.src, map_location='cpu')
+    with explained_errors():  # a missing or unreadable file: one line, no traceback
+        ckpt = load_checkpoint_file(args.src, map_location='cpu')
     state_dict = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state_dict, dict) or not all(
             isinstance(v, torch.Tensor) for v in state_dict.values()):

@@ -8,13 +8,12 @@ mmpretrain or mmdet. It ends by printing the metrics the evaluator returned as a
 """
 import argparse
 import os.path as osp
-import sys
 
 from mmengine.config import Config
 
 import mmdsnet  # noqa: F401  (registers mmdsnet's models)
-from mmdsnet.engine.cli import (add_common_args, build_runner, explained_errors, load_cfg,
-                                parse)
+from mmdsnet.engine.cli import add_common_args, build_runner, explained_errors, load_cfg, parse
+from mmdsnet.evaluation import table8_view
 
 
 def parse_args(argv=None):
@@ -75,21 +74,16 @@ def main(argv=None):
         metrics = runner.test()
     if runner.rank == 0:  # the LoggerHook already wrote them to the log; this is for people
         print(f'metrics of {args.checkpoint}:\n{format_metrics(metrics)}', flush=True)
-        table8 = format_table8(metrics, args.checkpoint)
+        table8 = format_table8(metrics, args.checkpoint, cfg.get('test_evaluator'))
         if table8:
             print(table8, flush=True)
     return metrics
 
 
-def format_table8(metrics: dict, name: str) -> str:
-    """COCO bbox metrics in the paper's Table 8 columns, beside the paper's rows ('' if none)."""
-    sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), 'analysis'))
-    from coco_table import COLUMNS, build_rows, format_table
-    if not all(isinstance(metrics.get(k), float) for _, k in COLUMNS):
-        return ''
-    rows = build_rows([]) + [(osp.basename(name), 'this run',
-                              tuple(100 * metrics[k] for _, k in COLUMNS))]
-    return format_table(rows)
+def format_table8(metrics: dict, name: str, evaluator) -> str:
+    """COCO bbox metrics in the paper's Table 8 columns ('' if none), beside the paper's rows
+    when ``evaluator`` scored on COCO 2014 (:func:`mmdsnet.evaluation.table8_view`)."""
+    return table8_view(metrics, name, evaluator)
 
 
 if __name__ == '__main__':

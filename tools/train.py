@@ -17,8 +17,7 @@ from mmengine.config import Config
 from mmengine.device import get_device
 
 import mmdsnet  # noqa: F401  (registers mmdsnet's models)
-from mmdsnet.engine.cli import (add_common_args, build_runner, explained_errors, load_cfg,
-                                parse)
+from mmdsnet.engine.cli import add_common_args, build_runner, explained_errors, load_cfg, parse
 
 
 def parse_args(argv=None):

@@ -16,7 +16,7 @@ model = dict(
     data_preprocessor=dict(pad_size_divisor=32),
     backbone=dict(
         _delete_=True,
-        type='DS2Net',
+        type='mmdsnet.DS2Net',
         depth=26,  # (2, 2, 2, 2) blocks: the paper's smallest bottleneck depth
         base_channels=16,  # 0.25x width: stage outputs 64, 128, 256, 512 channels
         out_indices=(0, 1, 2, 3),

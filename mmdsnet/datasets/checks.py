@@ -4,30 +4,32 @@ A run pointed at a missing or malformed dataset must stop at once, naming what i
 where it looked, instead of failing minutes later inside a dataloader worker, or, worse, letting
 mmpretrain try to download CIFAR on an offline machine.
 
-Checks are looked up by the dataset's ``type`` (scope prefix ignored). Register one for another
-dataset type from a module the config lists in ``custom_imports``, or from any module of this
-package (they are imported by :func:`check_datasets` when a type has no check yet)::
+Checks live in the MMEngine registry :data:`mmdsnet.registry.DATASET_CHECKS`, keyed by the
+dataset's ``type`` (scope prefix ignored). Register one for another dataset type from a module the
+config lists in ``custom_imports``::
 
     from mmdsnet.datasets.checks import register_dataset_check
 
-    @register_dataset_check('CocoDataset')
-    def check_coco(dataset_cfg: dict) -> List[str]:
+    @register_dataset_check('MyDataset')
+    def check_mine(dataset_cfg: dict) -> List[str]:
         ...  # return one line per problem; an empty list means the dataset looks fine
 
 Types without a registered check get :func:`check_generic` (``data_root`` and ``ann_file`` exist).
+An evaluator's ``ann_file`` (COCO's ``CocoMetric``) is checked with the dataloader of its split.
 """
-import importlib
+import copy
 import os
 import os.path as osp
 import pickle
-import pkgutil
+from itertools import islice
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-DOCS = 'docs/classification.md#data-preparation'
+from ..registry import DATASET_CHECKS
+
+DOCS = 'docs/classification.md#1-data-preparation-nothing-is-downloaded'
 DET_DOCS = 'docs/detection.md#1-prepare-coco-2014-nothing-is-downloaded'
 
 CheckFn = Callable[[dict], List[str]]
-DATASET_CHECKS: Dict[str, CheckFn] = {}
 
 
 class DatasetCheckError(FileNotFoundError):
@@ -38,8 +40,7 @@ def register_dataset_check(*type_names: str) -> Callable[[CheckFn], CheckFn]:
     """Register ``fn(dataset_cfg) -> list of problems`` for the given dataset ``type`` names."""
 
     def wrap(fn: CheckFn) -> CheckFn:
-        for name in type_names:
-            DATASET_CHECKS[name] = fn
+        DATASET_CHECKS.register_module(name=list(type_names), module=fn)
         return fn
 
     return wrap
@@ -51,7 +52,8 @@ def _type_name(dataset_cfg: dict) -> str:
     return name.split('.')[-1]  # 'mmpretrain.CIFAR10' -> 'CIFAR10'
 
 
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
+    """A ``scheme://`` address (s3, http ...): not checked on the local disk."""
     return '://' in str(path)
 
 
@@ -60,7 +62,8 @@ def _shown(path: str) -> str:
     return osp.abspath(osp.expanduser(path))
 
 
-def _join(root: str, path: str) -> str:
+def join_path(root: str, path: str) -> str:
+    """``path`` under the dataset's ``data_root``, as MMEngine's datasets join them."""
     if not path:
         return root
     path = osp.expanduser(path)
@@ -105,11 +108,11 @@ def check_cifar(dataset_cfg: dict) -> List[str]:
     ``<data_root>/cifar-10-batches-py/{data_batch_1..5,test_batch}`` (CIFAR-10), every file a
     pickled batch with the md5 mmpretrain expects (it would otherwise try to download)."""
     kind = _type_name(dataset_cfg)
-    root = _join(dataset_cfg.get('data_root', ''), dataset_cfg.get('data_prefix', '') or '')
+    root = join_path(dataset_cfg.get('data_root', ''), dataset_cfg.get('data_prefix', '') or '')
     if not root:
         return [f'{kind}: data_root is empty; set it to the folder that holds '
                 f'{_CIFAR_LAYOUT[kind][0]}/']
-    if _is_remote(root):
+    if is_remote(root):
         return []
     folder, files = _cifar_files(kind)
     base = osp.join(root, folder)
@@ -155,15 +158,6 @@ def check_cifar(dataset_cfg: dict) -> List[str]:
 _IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
 
-def _first(it: Iterable, n: int) -> list:
-    out = []
-    for x in it:
-        out.append(x)
-        if len(out) == n:
-            break
-    return out
-
-
 @register_dataset_check('ImageNet', 'CustomDataset')
 def check_image_folder(dataset_cfg: dict) -> List[str]:
     """``<data_root>/<split or data_prefix>/`` with either ``meta/<split>.txt`` (lines
@@ -176,14 +170,14 @@ def check_image_folder(dataset_cfg: dict) -> List[str]:
         prefix = prefix.get('img_path', prefix.get('img', ''))
     prefix = prefix or split
     ann_file = dataset_cfg.get('ann_file', '') or ''
-    if _is_remote(data_root) or _is_remote(prefix):
+    if is_remote(data_root) or is_remote(prefix):
         return []
     if data_root and not osp.isdir(data_root):
         return [f'{kind}: data_root {_shown(data_root)} does not exist (looked for '
-                f'{_shown(_join(data_root, prefix))}/)']
-    img_dir = _join(data_root, prefix)
+                f'{_shown(join_path(data_root, prefix))}/)']
+    img_dir = join_path(data_root, prefix)
     if not osp.isdir(img_dir):
-        present = sorted(d for d in _first(_listdir(data_root), 20)
+        present = sorted(d for d in islice(_listdir(data_root), 20)
                          if osp.isdir(osp.join(data_root, d))) if data_root else []
         return [f'{kind}: image folder {_shown(img_dir)}/ is missing'
                 + (f' ({_shown(data_root)} holds {present})' if present else '')]
@@ -191,10 +185,10 @@ def check_image_folder(dataset_cfg: dict) -> List[str]:
         auto = osp.join(data_root, 'meta', f'{split}.txt')
         ann_file = auto if osp.isfile(auto) else ''
     else:
-        ann_file = _join(data_root, ann_file) if ann_file else ''
+        ann_file = join_path(data_root, ann_file) if ann_file else ''
     if ann_file:
         return _check_ann_list(kind, ann_file, img_dir)
-    entries = _first(_listdir(img_dir), 2000)
+    entries = list(islice(_listdir(img_dir), 2000))
     classes = [e for e in entries if osp.isdir(osp.join(img_dir, e))]
     if not classes:
         images = [e for e in entries if e.lower().endswith(_IMG_EXTENSIONS)]
@@ -210,7 +204,7 @@ def check_image_folder(dataset_cfg: dict) -> List[str]:
         return [f'{kind}: {_shown(img_dir)}/ is empty (expected one folder per class, or a '
                 f'meta/{split or "<split>"}.txt annotation list)']
     first = osp.join(img_dir, sorted(classes)[0])
-    if not any(e.lower().endswith(_IMG_EXTENSIONS) for e in _first(_listdir(first), 50)):
+    if not any(e.lower().endswith(_IMG_EXTENSIONS) for e in islice(_listdir(first), 50)):
         return [f'{kind}: class folder {_shown(first)}/ holds no images '
                 f'({", ".join(_IMG_EXTENSIONS)})']
     return []
@@ -227,7 +221,7 @@ def _check_ann_list(kind: str, ann_file: str, img_dir: str) -> List[str]:
     if not osp.isfile(ann_file):
         return [f'{kind}: annotation file {_shown(ann_file)} is missing']
     with open(ann_file) as f:
-        lines = [ln.strip() for ln in _first((ln for ln in f if ln.strip()), 3)]
+        lines = [ln.strip() for ln in islice((ln for ln in f if ln.strip()), 3)]
     if not lines:
         return [f'{kind}: annotation file {_shown(ann_file)} is empty']
     problems = []
@@ -247,82 +241,132 @@ def check_generic(dataset_cfg: dict) -> List[str]:
     """Fallback for unregistered types: ``data_root`` and a string ``ann_file`` must exist."""
     kind = _type_name(dataset_cfg) or 'dataset'
     data_root = dataset_cfg.get('data_root', '') or ''
-    if data_root and not _is_remote(data_root) and not osp.isdir(data_root):
+    if data_root and not is_remote(data_root) and not osp.isdir(data_root):
         return [f'{kind}: data_root {_shown(data_root)} does not exist']
     ann_file = dataset_cfg.get('ann_file', '')
-    if isinstance(ann_file, str) and ann_file and not _is_remote(ann_file):
-        path = _join(data_root, ann_file)
+    if isinstance(ann_file, str) and ann_file and not is_remote(ann_file):
+        path = join_path(data_root, ann_file)
         if not osp.exists(path):
             return [f'{kind}: ann_file {_shown(path)} does not exist']
     return []
 
 
-def _leaf_datasets(dataset_cfg) -> Iterator[dict]:
-    """The datasets inside wrappers (ConcatDataset's ``datasets``, RepeatDataset's ``dataset``)."""
+SPLITS = ('train', 'val', 'test')
+
+
+def _leaf_datasets(dataset_cfg, key: str) -> Iterator[Tuple[str, dict]]:
+    """``(key, config)`` of the datasets inside wrappers (ConcatDataset's ``datasets``,
+    RepeatDataset's ``dataset``); keys are spelled as ``--cfg-options`` takes them."""
     if not isinstance(dataset_cfg, dict):
         return
     if isinstance(dataset_cfg.get('datasets'), (list, tuple)):
-        for d in dataset_cfg['datasets']:
-            yield from _leaf_datasets(d)
+        for i, d in enumerate(dataset_cfg['datasets']):
+            yield from _leaf_datasets(d, f'{key}.datasets.{i}')
     elif isinstance(dataset_cfg.get('dataset'), dict):
-        yield from _leaf_datasets(dataset_cfg['dataset'])
+        yield from _leaf_datasets(dataset_cfg['dataset'], f'{key}.dataset')
     else:
-        yield dataset_cfg
+        yield key, dataset_cfg
 
 
-def _import_package_checks() -> None:
-    """Import this package's other modules so the checks they register are known."""
-    package = __name__.rsplit('.', 1)[0]
-    path = importlib.import_module(package).__path__
-    for info in pkgutil.iter_modules(path):
-        if info.name != 'checks':
-            try:
-                importlib.import_module(f'{package}.{info.name}')
-            except ImportError as e:  # e.g. a detection check without mmdet installed
-                from mmengine.logging import print_log
-                print_log(f'dataset checks of {package}.{info.name} unavailable: {e}',
-                          logger='current', level=30)
+def _datasets(cfg, split: str) -> Iterator[Tuple[str, dict]]:
+    loader = cfg.get(f'{split}_dataloader')
+    if isinstance(loader, dict):
+        yield from _leaf_datasets(loader.get('dataset'), f'{split}_dataloader.dataset')
 
 
-def find_problems(cfg, splits: Iterable[str] = ('train', 'val', 'test')) -> List[str]:
-    """Problems of every dataset the config's ``<split>_dataloader`` uses, one line each."""
-    found: Dict[str, List[str]] = {}  # problem -> loaders (train and val often share a root)
-    imported = False
+def _evaluators(cfg, split: str) -> Iterator[Tuple[str, dict]]:
+    evaluator = cfg.get(f'{split}_evaluator')
+    if isinstance(evaluator, dict):
+        yield f'{split}_evaluator', evaluator
+    elif isinstance(evaluator, (list, tuple)):
+        for i, e in enumerate(evaluator):
+            if isinstance(e, dict):
+                yield f'{split}_evaluator.{i}', e
+
+
+def check_evaluator(evaluator_cfg: dict) -> List[str]:
+    """An evaluator's local ``ann_file`` (COCO's ``CocoMetric`` reads one) must exist."""
+    ann_file = evaluator_cfg.get('ann_file')
+    if isinstance(ann_file, str) and ann_file and not is_remote(ann_file) \
+            and not osp.isfile(ann_file):
+        return [f'{_type_name(evaluator_cfg) or "evaluator"}: ann_file {_shown(ann_file)} does '
+                f'not exist']
+    return []
+
+
+def _same_file(evaluator_ann_file, dataset_ann_file) -> bool:
+    """Whether an evaluator reads its split's annotation file (COCO's CocoMetric: data_root +
+    ann_file, written out), whatever the data_root is now."""
+    if not all(isinstance(f, str) and f and not is_remote(f)
+               for f in (evaluator_ann_file, dataset_ann_file)) or osp.isabs(dataset_ann_file):
+        return False
+    ev, ds = osp.normpath(evaluator_ann_file), osp.normpath(dataset_ann_file)
+    return ev == ds or ev.endswith(os.sep + ds)
+
+
+def set_data_root(cfg, data_root: str, splits: Iterable[str] = SPLITS) -> List[str]:
+    """Point the datasets the splits read at ``data_root``, and the evaluators that read the
+    same annotation file with them (what the tools' ``--data-root`` does).
+
+    Returns:
+        list[str]: The keys set, as ``--cfg-options`` spells them.
+    """
+    keys = []
     for split in splits:
-        loader = cfg.get(f'{split}_dataloader')
-        if not loader or not isinstance(loader, dict):
-            continue
-        for ds in _leaf_datasets(loader.get('dataset')):
-            if _type_name(ds) not in DATASET_CHECKS and not imported:
-                # Only now: a classification run never needs (nor imports) the COCO module.
-                _import_package_checks()
-                imported = True
-            check = DATASET_CHECKS.get(_type_name(ds), check_generic)
-            for p in check(ds):
-                found.setdefault(p, [])
-                if f'{split}_dataloader' not in found[p]:
-                    found[p].append(f'{split}_dataloader')
-    return [f'{", ".join(loaders)}: {p}' for p, loaders in found.items()]
+        for key, ds in _datasets(cfg, split):
+            ds['data_root'] = data_root
+            keys.append(f'{key}.data_root')
+            for ev_key, ev in _evaluators(cfg, split):
+                if _same_file(ev.get('ann_file'), ds.get('ann_file')):
+                    ev['ann_file'] = osp.join(data_root, ds['ann_file'])
+                    keys.append(f'{ev_key}.ann_file')
+    return list(dict.fromkeys(keys))
 
 
-def check_datasets(cfg, splits: Iterable[str] = ('train', 'val', 'test')) -> None:
+def _problems(cfg, splits: Iterable[str]) -> Dict[str, List[str]]:
+    """problem -> the loaders / evaluators that have it (train and val often share a root)."""
+    found: Dict[str, List[str]] = {}
+    for split in splits:
+        checked = [(f'{split}_dataloader', ds, DATASET_CHECKS.get(_type_name(ds)) or check_generic)
+                   for _, ds in _datasets(cfg, split)]
+        checked += [(key, ev, check_evaluator) for key, ev in _evaluators(cfg, split)]
+        for where, node, check in checked:
+            for p in check(node):
+                if where not in found.setdefault(p, []):
+                    found[p].append(where)
+    return found
+
+
+def find_problems(cfg, splits: Iterable[str] = SPLITS) -> List[str]:
+    """Problems of every dataset the config's ``<split>_dataloader`` uses, and of the files its
+    ``<split>_evaluator`` reads, one line each, prefixed with where they are."""
+    return [f'{", ".join(where)}: {p}' for p, where in _problems(cfg, splits).items()]
+
+
+def check_datasets(cfg, splits: Iterable[str] = SPLITS) -> None:
     """Raise :class:`DatasetCheckError` if a dataset the given splits use is missing/malformed.
+
+    The message lists the problems, where each one is, and the keys that ``--data-root`` would
+    set for the splits that failed (so a config edited by hand gets all of them right).
 
     Args:
         cfg (Config | dict): The loaded config (after ``--cfg-options``).
-        splits (Iterable[str]): Which ``<split>_dataloader`` entries to check: train.py checks
-            ``('train', 'val')``, test.py ``('test',)``.
+        splits (Iterable[str]): Which ``<split>_dataloader`` / ``<split>_evaluator`` entries to
+            check: train.py checks ``('train', 'val')``, test.py ``('test',)``.
     """
-    problems = find_problems(cfg, splits)
-    if problems:
-        lines = '\n'.join(f'  - {p}' for p in problems)
-        raise DatasetCheckError(
-            f'Dataset check failed (nothing was downloaded; runs are offline):\n{lines}\n'
-            f'Prepare the data as described in '
-            f'{DET_DOCS if cfg.get("default_scope") == "mmdet" else DOCS}, or point the config '
-            f'at it, e.g. '
-            f'--cfg-options train_dataloader.dataset.data_root=/path/to/data')
+    found = _problems(cfg, splits)
+    if not found:
+        return
+    lines = '\n'.join(f'  - {", ".join(where)}: {p}' for p, where in found.items())
+    failed = [s for s in splits if any(w.startswith(f'{s}_') for ws in found.values() for w in ws)]
+    keys = set_data_root(copy.deepcopy(cfg), 'DIR', failed)
+    docs = DET_DOCS if cfg.get('default_scope') == 'mmdet' else DOCS
+    raise DatasetCheckError(
+        f'Dataset check failed (nothing was downloaded; runs are offline):\n{lines}\n'
+        f'Prepare the data as described in {docs}, then point the run at it with '
+        f'--data-root DIR, which sets {", ".join(keys)} (or set those keys in the config).')
 
 
-__all__ = ['DATASET_CHECKS', 'DatasetCheckError', 'check_cifar', 'check_datasets',
-           'check_generic', 'check_image_folder', 'find_problems', 'register_dataset_check']
+__all__ = ['DATASET_CHECKS', 'SPLITS', 'DatasetCheckError', 'check_cifar', 'check_datasets',
+           'check_evaluator', 'check_generic', 'check_image_folder', 'find_problems',
+           'is_remote', 'join_path', 'register_dataset_check', 'set_data_root']

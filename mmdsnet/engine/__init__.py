@@ -33,7 +33,8 @@ def use_atomic_checkpoints(cfg):
 def prepare_cfg(cfg, launcher: str = 'none'):
     """Everything a loaded config needs before ``Runner.from_cfg`` on this machine.
 
-    * refuses configs that cannot build (wrong scope, scoped ``mmdet.DSNet`` ...) with the fix;
+    * refuses configs that cannot build (wrong scope, scoped ``mmdet.DSNet``, a bad backbone
+      argument, a head or neck that does not take the backbone's channels) with the fix;
     * CPU-only machines: makes ``--launcher pytorch|slurm|mpi`` work over gloo
       (:func:`setup_cpu_distributed`);
     * crash-safe checkpoints (:class:`AtomicCheckpointHook`);

@@ -1,4 +1,4 @@
-"""What tools/train.py and tools/test.py share: mmdet's / mmpretrain's command line and start-up."""
+"""What tools/train.py and tools/test.py share: mmdet's / mmpretrain's command line, start-up."""
 import contextlib
 import os
 import os.path as osp
@@ -6,11 +6,16 @@ from typing import Iterable, Iterator, Tuple
 
 from mmengine.config import Config, DictAction
 
-LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+from .dist import LAUNCHERS
 
 
 def add_common_args(parser, cfg_options_example: str) -> None:
-    """``--cfg-options``, ``--launcher`` and both spellings of ``--local-rank``."""
+    """``--data-root``, ``--cfg-options``, ``--launcher``, both spellings of ``--local-rank``."""
+    parser.add_argument(
+        '--data-root',
+        metavar='DIR',
+        help='read the data from DIR: sets every dataloader\'s data_root, and the ann_file of '
+        'the evaluators that read the same annotation file (COCO\'s CocoMetric)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -30,9 +35,15 @@ def parse(parser, argv=None):
 
 
 def load_cfg(args) -> Config:
-    """The config with the command line applied; work_dir: option > config > work_dirs/NAME."""
+    """The config with the command line applied; work_dir: option > config > work_dirs/NAME.
+
+    ``--data-root`` applies before ``--cfg-options``, so an option can still move one path.
+    """
+    from mmdsnet.datasets.checks import set_data_root
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
+    if args.data_root is not None:
+        set_data_root(cfg, args.data_root)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
@@ -53,10 +64,12 @@ def explained_errors() -> Iterator[None]:
 
 
 def build_runner(cfg: Config, launcher: str, splits: Iterable[str]) -> Tuple[Config, object]:
-    """Check the datasets ``splits`` read, prepare the config, and build MMEngine's Runner.
+    """Prepare (and check) the config, check the datasets ``splits`` read, and build MMEngine's
+    Runner.
 
     Checkpoints load under torch>=2.6 (the run's own work_dir is trusted in case one needs full
-    unpickling); a missing dataset stops the run before anything is built.
+    unpickling); a config that cannot build or a missing dataset stops the run before anything
+    is built.
     """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -66,7 +79,7 @@ def build_runner(cfg: Config, launcher: str, splits: Iterable[str]) -> Tuple[Con
 
     from . import prepare_cfg
     patch_torch_load(trusted_dirs=[cfg.work_dir])
-    check_datasets(cfg, splits)
     cfg = prepare_cfg(cfg, launcher)
+    check_datasets(cfg, splits)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     return cfg, runner

@@ -1,11 +1,12 @@
-"""torch.distributed on CPU-only machines through MMEngine's own launchers (ECOSYSTEM_NOTES 4.2/4.3).
+"""torch.distributed on CPU-only machines through MMEngine's launchers (ECOSYSTEM_NOTES 4.2/4.3).
 
 mmengine 0.10.7 assumes CUDA twice: its ``pytorch``/``slurm`` launchers call
 ``torch.cuda.set_device`` before ``init_process_group`` (and default to nccl), and
 ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to DDP, which DDP rejects for CPU modules.
 The Runner initializes the process group only when none exists yet, so on a CPU-only machine we
 initialize it first (gloo, same env:// rendezvous the launchers use), ask for a DDP wrapper with
-``device_ids=None``, and turn SyncBN into BN (SyncBN has no CPU kernels). With CUDA nothing changes.
+``device_ids=None``, and turn SyncBN into BN (SyncBN has no CPU kernels). With CUDA nothing
+changes.
 """
 import logging
 import os
@@ -16,6 +17,9 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.logging import print_log
 
+from .cfg_checks import iter_typed
+
+#: MMEngine's launchers (``--launcher``).
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
 
@@ -41,22 +45,10 @@ def _mpi_env() -> None:
 
 def revert_sync_bn_cfg(cfg) -> int:
     """Replace every ``type='SyncBN'`` in a config tree by ``'BN'``; return how many."""
-    count = 0
-
-    def walk(node):
-        nonlocal count
-        if isinstance(node, dict):
-            if node.get('type') in ('SyncBN', 'MMSyncBN'):
-                node['type'] = 'BN'
-                count += 1
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, (list, tuple)):
-            for v in node:
-                walk(v)
-
-    walk(cfg)
-    return count
+    sync_bns = [node for _, node in iter_typed(cfg) if node['type'] in ('SyncBN', 'MMSyncBN')]
+    for node in sync_bns:
+        node['type'] = 'BN'
+    return len(sync_bns)
 
 
 def setup_cpu_distributed(cfg, launcher: str):

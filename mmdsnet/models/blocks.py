@@ -1,6 +1,7 @@
 """Residual branches ``F_l``: each block returns ``X_l`` only; the stage adds the shortcuts.
 
-Key names (``conv1``, ``bn1``, ``downsample.0`` ...) follow mmpretrain's and torchvision's ResNet, so
+Key names (``conv1``, ``bn1``, ``downsample.0`` ...) follow mmpretrain's and torchvision's ResNet,
+so
 their checkpoints map onto ours key for key.
 """
 from typing import Optional

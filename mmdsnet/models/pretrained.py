@@ -1,13 +1,20 @@
 """Loading an ImageNet classification checkpoint into a backbone, loudly.
 
-mmengine's ``PretrainedInit`` loads with ``strict=False`` and only lists the keys that did not
-match, so a wrong file or a wrong ``prefix`` silently leaves a detector training its backbone
-from scratch. :func:`load_pretrained` is what :meth:`mmdsnet.models.DSNet.init_weights` calls
-for an ``init_cfg=dict(type='Pretrained', ...)`` entry instead. It:
+mmengine's ``Pretrained`` initializer loads with ``strict=False`` and only lists the keys that did
+not match, so a wrong file or a wrong ``prefix`` silently leaves a detector training its backbone
+from scratch. :class:`StrictPretrained` is registered as ``Pretrained`` in mmdsnet's scope
+(:data:`mmdsnet.registry.WEIGHT_INITIALIZERS`): DSNet's ``init_cfg=dict(type='Pretrained', ...)``
+resolves to it, and any other model can ask for it as ``type='mmdsnet.Pretrained'``. It takes
+mmengine's arguments (``checkpoint``, ``prefix``, ``map_location``) and, through
+:func:`load_pretrained`:
 
-* reads a plain state dict, or the ``'state_dict'`` of a checkpoint saved by MMEngine's Runner
-  (``mmengine.runner.save_checkpoint``), keeps the keys starting with ``prefix`` (``'backbone.'``
-  for an mmpretrain ``ImageClassifier`` checkpoint) and strips it, and strips DDP's ``module.``;
+* reads a plain state dict, or the ``'state_dict'`` of a checkpoint saved by MMEngine's Runner,
+  through MMEngine's ``CheckpointLoader`` (local files by
+  :func:`mmdsnet.compat.load_checkpoint_file`, i.e. ``torch.load(weights_only=True)``, widened
+  to exactly the types a Runner checkpoint pickles: MMEngine ``HistoryBuffer`` objects and
+  numpy arrays); keeps the keys starting with ``prefix`` (``'backbone.'`` for an mmpretrain
+  ``ImageClassifier`` checkpoint) and strips it, and strips DDP's ``module.``
+  (:func:`select_prefix`);
 * logs ONE line ``loaded N/M backbone tensors from FILE (prefix 'backbone.')`` (``M`` counts
   every entry of the backbone's ``state_dict``: parameters and buffers), plus the missing and
   unexpected keys when there are any;
@@ -15,19 +22,23 @@ for an ``init_cfg=dict(type='Pretrained', ...)`` entry instead. It:
   vs expected, when a shape differs or fewer than ``min_fraction`` (90%) of the backbone's
   tensors matched.
 
-Local checkpoints are read by :func:`mmdsnet.compat.load_checkpoint_file`: a plain state dict
-with ``torch.load(weights_only=True)``; a Runner checkpoint, whose ``message_hub`` pickles
-MMEngine ``HistoryBuffer`` objects and numpy arrays, with ``weights_only=True`` widened to
-exactly those types; anything else only when trusted (``MMDSNET_TRUST_CHECKPOINTS=1``).
+Tensors the checkpoint lacks keep the value the other ``init_cfg`` entries (run first) or the
+constructor gave them.
 """
 import os
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
+from mmengine.model.weight_init import PretrainedInit, update_init_info
+from mmengine.runner import CheckpointLoader
 from torch import nn
 
-__all__ = ['PretrainedMismatchError', 'load_pretrained', 'read_state_dict', 'pretrained_cfg']
+from ..registry import WEIGHT_INITIALIZERS
+from ..utils import preview
+
+__all__ = ['MIN_FRACTION', 'PretrainedMismatchError', 'StrictPretrained', 'compare_state_dicts',
+           'load_pretrained', 'pretrained_cfg', 'read_state_dict', 'select_prefix']
 
 #: Fewer matched backbone tensors than this fraction means a wrong file or prefix.
 MIN_FRACTION = 0.9
@@ -39,46 +50,32 @@ class PretrainedMismatchError(RuntimeError):
 
 def pretrained_cfg(init_cfg) -> Optional[dict]:
     """Return the ``Pretrained`` entry of an ``init_cfg`` (dict or list of dicts), else None."""
-    from mmengine.model.weight_init import PretrainedInit
     cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-    found = [c for c in cfgs if isinstance(c, dict)
-             and c.get('type') in ('Pretrained', PretrainedInit)]
+    found = [c for c in cfgs if isinstance(c, dict) and (
+        c.get('type') in ('Pretrained', 'mmdsnet.Pretrained')
+        or isinstance(c.get('type'), type) and issubclass(c['type'], PretrainedInit))]
     if len(found) > 1:
         raise ValueError(f'init_cfg has {len(found)} Pretrained entries; give one: {init_cfg}')
     return found[0] if found else None
 
 
-def _load_local(filename: str, map_location):
-    """A local checkpoint through :func:`mmdsnet.compat.load_checkpoint_file` (weights-only)."""
-    try:
-        from ..compat import load_checkpoint_file
-    except ImportError:  # pragma: no cover  (compat ships with mmdsnet)
-        return torch.load(filename, map_location=map_location, weights_only=True)
-    # No torch.serialization.safe_globals(...) context here: leaving one removes its globals
-    # process-wide; load_checkpoint_file allowlists the Runner's types itself.
-    return load_checkpoint_file(filename, map_location=map_location)
-
-
 def read_state_dict(filename: str, map_location='cpu') -> Dict[str, torch.Tensor]:
     """Read the model weights of ``filename``: its ``'state_dict'``, or the file itself.
 
-    Local files go through :func:`mmdsnet.compat.load_checkpoint_file` (weights-only); a
-    ``scheme://`` address that is not a local file goes through MMEngine's ``CheckpointLoader``.
+    Read by MMEngine's ``CheckpointLoader``: local files by
+    :func:`mmdsnet.compat.load_checkpoint_file` (weights-only), ``scheme://`` addresses by
+    MMEngine's loader for the scheme.
 
     Raises:
         FileNotFoundError: ``filename`` is neither a local file nor a ``scheme://`` address.
     """
-    if os.path.isfile(filename):
-        ckpt = _load_local(filename, map_location)
-    elif '://' in filename:
-        from mmengine.runner import CheckpointLoader
-        ckpt = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-    else:
+    if '://' not in filename and not os.path.isfile(filename):
         raise FileNotFoundError(
             f'Pretrained checkpoint {filename!r} does not exist (cwd {os.getcwd()}). Produce it '
             f'with the ImageNet classification config (configs/mmpretrain/...) and copy the '
             f'last checkpoint there, fix model.backbone.init_cfg.checkpoint, or start the '
             f'backbone from scratch on purpose with model.backbone.init_cfg=None.')
+    ckpt = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     if isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict):
         ckpt = ckpt['state_dict']
     if not isinstance(ckpt, dict):
@@ -88,19 +85,17 @@ def read_state_dict(filename: str, map_location='cpu') -> Dict[str, torch.Tensor
     return ckpt
 
 
-def _strip(state_dict: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+def select_prefix(state_dict: Dict[str, torch.Tensor],
+                  prefix: str = '') -> Dict[str, torch.Tensor]:
+    """The entries whose key starts with ``prefix``, with it removed, after removing the
+    ``module.`` of a state dict saved from a DDP-wrapped model."""
     out = {}
     for k, v in state_dict.items():
-        if k.startswith('module.'):  # saved from a DDP-wrapped model
+        if k.startswith('module.'):
             k = k[len('module.'):]
         if k.startswith(prefix):
             out[k[len(prefix):]] = v
     return out
-
-
-def _first(keys: Iterable[str], n: int = 5) -> List[str]:
-    keys = list(keys)
-    return keys[:n] + ([f'... ({len(keys) - n} more)'] if len(keys) > n else [])
 
 
 class StateDictMatch(NamedTuple):
@@ -115,11 +110,11 @@ class StateDictMatch(NamedTuple):
         parts = []
         if self.mismatched:
             parts.append(f'{len(self.mismatched)} with another shape, e.g. '
-                         f'{_first(self.mismatched, 3)}')
+                         f'{preview(self.mismatched, 3)}')
         if self.missing:
-            parts.append(f'{len(self.missing)} missing, e.g. {_first(self.missing, 3)}')
+            parts.append(f'{len(self.missing)} missing, e.g. {preview(self.missing, 3)}')
         if self.unexpected:
-            parts.append(f'{len(self.unexpected)} unexpected, e.g. {_first(self.unexpected, 3)}')
+            parts.append(f'{len(self.unexpected)} unexpected, e.g. {preview(self.unexpected, 3)}')
         return '; '.join(parts) or 'every tensor matches'
 
 
@@ -129,7 +124,7 @@ def compare_state_dicts(target: Dict[str, torch.Tensor],
 
     ``module.`` prefixes of DDP-wrapped saves are ignored.
     """
-    source = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in source.items()}
+    source = select_prefix(source)
     shared = [k for k in target if k in source]
     return StateDictMatch(
         matched=[k for k in shared if tuple(source[k].shape) == tuple(target[k].shape)],
@@ -165,7 +160,7 @@ def load_pretrained(module: nn.Module,
     """
     prefix = prefix or ''
     raw = read_state_dict(checkpoint, map_location)
-    source = _strip(raw, prefix)
+    source = select_prefix(raw, prefix)
     target = module.state_dict()
     cmp = compare_state_dicts(target, source)
     matched, mismatched, missing, unexpected = (cmp.matched, cmp.mismatched, cmp.missing,
@@ -180,21 +175,47 @@ def load_pretrained(module: nn.Module,
                   f'{tuple(target[k].shape)}' for k in mismatched]
         raise PretrainedMismatchError(
             f'{len(mismatched)} {name} tensors of {where} have the wrong shape: '
-            f'{_first(shapes, 3)}. {fix}')
+            f'{preview(shapes, 3)}. {fix}')
     num, total = len(matched), len(target)
     if num < min_fraction * total:
         raise PretrainedMismatchError(
             f'only {num}/{total} {name} tensors matched in {where}, fewer than '
             f'{min_fraction:.0%}: a wrong file or prefix. First keys found: '
-            f'{_first(raw, 5)}; first keys expected: {_first(prefix + k for k in target)}. '
+            f'{preview(raw, 5)}; first keys expected: {preview(prefix + k for k in target)}. '
             f'{fix}')
     module.load_state_dict({k: source[k] for k in matched}, strict=False)
     print_log(f'loaded {num}/{total} {name} tensors from {checkpoint} (prefix {prefix!r})',
               logger='current')
     if missing:
         print_log(f'{name} tensors missing from {where}, left at their initial value: '
-                  f'{_first(missing, 10)}', logger='current')
+                  f'{preview(missing, 10)}', logger='current')
     if unexpected:
         print_log(f'checkpoint tensors under {prefix!r} that the {name} does not have, '
-                  f'ignored: {_first(unexpected, 10)}', logger='current')
+                  f'ignored: {preview(unexpected, 10)}', logger='current')
     return num, total
+
+
+@WEIGHT_INITIALIZERS.register_module(name='Pretrained')
+class StrictPretrained(PretrainedInit):
+    """MMEngine's ``Pretrained`` initializer that logs how much it loaded and refuses a checkpoint
+    that does not fit (:func:`load_pretrained`).
+
+    Args:
+        checkpoint (str): Path (or ``scheme://`` address) of the checkpoint.
+        prefix (str, optional): The prefix of the module's keys in the checkpoint, e.g.
+            ``'backbone.'``. Defaults to None (the whole checkpoint).
+        map_location (str): Defaults to ``'cpu'``.
+        min_fraction (float): Least fraction of the module's tensors that must match.
+            Defaults to :data:`MIN_FRACTION`.
+    """
+
+    def __init__(self, checkpoint: str, prefix: Optional[str] = None, map_location='cpu',
+                 min_fraction: float = MIN_FRACTION) -> None:
+        super().__init__(checkpoint, prefix=prefix, map_location=map_location)
+        self.min_fraction = min_fraction
+
+    def __call__(self, module: nn.Module) -> None:
+        load_pretrained(module, self.checkpoint, prefix=self.prefix,
+                        map_location=self.map_location, min_fraction=self.min_fraction)
+        if hasattr(module, '_params_init_info'):  # MMEngine's per-parameter init report
+            update_init_info(module, init_info=self._get_init_info())

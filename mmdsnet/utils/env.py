@@ -1,12 +1,11 @@
 """What is installed, and whether it fits together (``python -m mmdsnet.utils.env``)."""
 import importlib
 import importlib.metadata as md
-import platform
 import sys
 from typing import Dict, List, Tuple
 
-PACKAGES = ('torch', 'torchvision', 'mmengine', 'mmcv', 'mmdet', 'mmpretrain', 'numpy',
-            'setuptools', 'pycocotools')
+# What MMEngine's collect_env does not report (it has PyTorch, TorchVision, OpenCV, MMEngine).
+PACKAGES = ('mmcv', 'mmdet', 'mmpretrain', 'numpy', 'setuptools', 'pycocotools')
 
 
 def _version(dist: str) -> str:
@@ -56,25 +55,30 @@ def check_env(versions: Dict[str, str]) -> List[str]:
 
 
 def collect_env(verbose: bool = False) -> Dict[str, str]:
-    """Versions of the stack, the device, and whether mmcv's compiled ops are present."""
-    info = {'python': sys.version.split()[0], 'platform': platform.platform()}
+    """MMEngine's ``collect_env`` (platform, Python, CUDA, compiler, PyTorch, OpenCV, MMEngine)
+    plus what mmdsnet's stack needs on top: mmcv and whether its compiled ops load, mmdet,
+    mmpretrain, numpy, setuptools, pycocotools, torch's thread count, mmdsnet.
+
+    Args:
+        verbose (bool): Also print the table and the problems :func:`check_env` finds
+            (PyTorch's multi-line build details are left out of the print). Defaults to False.
+    """
+    import torch
+    from mmengine.utils.dl_utils import collect_env as collect_base_env
+
+    from mmdsnet import __version__
+    info = dict(collect_base_env())
     for name in PACKAGES:
         info[name] = _version(name)
     if info['mmcv'] != 'not installed':
         info['mmcv ops'] = _mmcv_ops()
-    try:
-        import torch
-        info['cuda'] = (torch.cuda.get_device_name(0)
-                        if torch.cuda.is_available() else 'not available (CPU only)')
-        info['torch threads'] = str(torch.get_num_threads())
-    except ImportError:
-        pass
-    from mmdsnet import __version__
+    info['torch threads'] = str(torch.get_num_threads())
     info['mmdsnet'] = __version__
     problems = check_env(info)
     if verbose:
-        width = max(map(len, info))
-        for k, v in info.items():
+        shown = {k: v for k, v in info.items() if '\n' not in str(v)}
+        width = max(map(len, shown))
+        for k, v in shown.items():
             print(f'{k:<{width}} : {v}')
         for p in problems:
             print(f'PROBLEM: {p}')

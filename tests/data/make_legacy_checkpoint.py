@@ -1,7 +1,10 @@
 # Run from a checkout of commit 1d19ef9 with PYTHONPATH set to it; kept to show how the file was made.
 """Written with mmdsnet at commit 1d19ef9 (before the aggregation became one module)."""
-import torch, mmdsnet
+import torch
+
+import mmdsnet
 from mmdsnet.models import DS2Net
+
 print(mmdsnet.__file__)
 torch.manual_seed(0)
 out = {}

@@ -112,6 +112,7 @@ def build(name: str) -> nn.Module:
     elif name.endswith('.py') and os.path.exists(name):
         from mmengine.config import Config
         from mmengine.registry import MODELS, DefaultScope, init_default_scope
+
         import mmdsnet  # noqa: F401
         cfg = Config.fromfile(name)
         bcfg = cfg.model.backbone if 'backbone' in cfg.model else cfg.model

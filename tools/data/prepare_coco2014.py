@@ -33,8 +33,10 @@ from typing import Dict, Iterable, List, Optional, Set
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmdsnet.datasets.coco import (COCO2014_SPLITS, CocoLayoutError,  # noqa: E402
-                                   check_images, read_file_names)
+from mmdsnet.datasets.coco_layout import (COCO2014_SPLITS, CocoLayoutError,  # noqa: E402
+                                          check_images, coco_classes, read_categories,
+                                          read_file_names)
+from mmdsnet.utils import preview  # noqa: E402
 
 #: split -> (annotation file, image folder, required for the Table 8 configs)
 SPLITS = {
@@ -99,8 +101,24 @@ def make_minival(root: str, ids: Optional[Iterable[int]] = None, log=print) -> D
     return counts
 
 
+def category_problem(ann_file: str) -> Optional[str]:
+    """Why the json's categories are not COCO's (the Table 8 configs train COCO's 80 classes:
+    mmdet drops every annotation of another name), or None."""
+    names = [c['name'] for c in read_categories(ann_file)]
+    foreign = [n for n in names if n not in set(coco_classes())]
+    if not foreign:
+        return None
+    which = ('none of its categories is' if len(foreign) == len(names) else
+             f'{len(foreign)} of its {len(names)} categories are not')
+    return (f'{ann_file}: {which} one of COCO\'s 80 classes ({preview(foreign)}), so mmdet would '
+            f'drop their annotations. Use the official annotations_trainval2014.zip; for a '
+            f'dataset of your own, set metainfo=dict(classes=...) and num_classes in the config '
+            f'instead.')
+
+
 def check(root: str, check_imgs: bool = True, log=print) -> List[str]:
-    """Check every split's json and images; return the problems (empty when all is well)."""
+    """Check every split's json, categories and images; return the problems (empty when all is
+    well)."""
     problems = []
     for name, (ann, img_dir, required) in SPLITS.items():
         ann_path, img_path = osp.join(root, ann), osp.join(root, img_dir)
@@ -126,6 +144,10 @@ def check(root: str, check_imgs: bool = True, log=print) -> List[str]:
             if count_note:
                 log(f'          WARNING: {ann_path} lists {len(names)} images; the official '
                     f'{name} has {expected}')
+            wrong = category_problem(ann_path)
+            if wrong:
+                problems.append(f'{name}: {wrong}')
+                log(f'[ WRONG ] {name}: {wrong}')
         except CocoLayoutError as e:
             problems.append(f'{name}: {e}')
             log(f'[MISSING] {name}: {e}')

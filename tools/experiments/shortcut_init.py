@@ -27,7 +27,8 @@ def make_task(n: int, seed: int, size: int = 16, classes: int = 10):
     angle = labels.float() * (3.14159 / classes)
     freq = 0.5 + 0.25 * (labels % 3).float()
     phase = torch.rand(n, generator=g) * 6.28
-    proj = (xx[None] * torch.cos(angle)[:, None, None] + yy[None] * torch.sin(angle)[:, None, None])
+    proj = (xx[None] * torch.cos(angle)[:, None, None]
+            + yy[None] * torch.sin(angle)[:, None, None])
     img = torch.sin(proj * freq[:, None, None] + phase[:, None, None])
     img = img[:, None].repeat(1, 3, 1, 1) + 1.5 * torch.randn(n, 3, size, size, generator=g)
     return img, labels

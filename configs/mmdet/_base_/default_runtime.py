@@ -1,7 +1,7 @@
-# mmdet 3.3's `_base_/default_runtime.py`, copied (see models/faster-rcnn_dsnet50_fpn.py for why
-# no `mmdet::` base), plus the import that registers DSNet/DS2Net and Coco2014Dataset.
+# Mirrors mmdet 3.3.0's configs/_base_/default_runtime.py (checked like
+# models/faster-rcnn_dsnet50_fpn.py, which says why it is a copy), plus the import of mmdsnet.
 default_scope = 'mmdet'
-custom_imports = dict(imports=['mmdsnet', 'mmdsnet.datasets.coco'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdsnet'], allow_failed_imports=False)
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

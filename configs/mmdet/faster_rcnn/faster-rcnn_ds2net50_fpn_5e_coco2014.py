@@ -8,5 +8,5 @@ _base_ = [
 ]
 
 model = dict(
-    backbone=dict(type='DS2Net',
+    backbone=dict(type='mmdsnet.DS2Net',
                   init_cfg=dict(checkpoint='checkpoints/ds2net50_in1k.pth')))

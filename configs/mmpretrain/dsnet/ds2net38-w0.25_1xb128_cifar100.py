@@ -1,11 +1,11 @@
 # DS2Net38 (0.25x) on CIFAR-100; paper rows: Table 3.
 # Dense shortcuts: GN (32 groups, no affine) + channel-wise weights, structure (b).
 _base_ = [
-    '../_base_/models/dsnet50_cifar.py',
+    '../_base_/models/dsnet_cifar.py',
     '../_base_/datasets/cifar100_bs128.py',
     '../_base_/schedules/cifar_bs128_64k.py',
 ]
 
 model = dict(
-    backbone=dict(depth=38, base_channels=16, block_cfg=dict(inner_shortcut=True)),
+    backbone=dict(type='mmdsnet.DS2Net', depth=38, base_channels=16),
     head=dict(num_classes=100, in_channels=512))

@@ -7,4 +7,4 @@ _base_ = [
     '../_base_/schedules/imagenet_bs128_100e.py',
 ]
 
-model = dict(backbone=dict(block_cfg=dict(inner_shortcut=True)))
+model = dict(backbone=dict(type='mmdsnet.DS2Net'))

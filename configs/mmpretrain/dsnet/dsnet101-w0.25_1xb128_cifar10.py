@@ -1,7 +1,7 @@
 # DSNet101 (0.25x) on CIFAR-10; paper rows: Table 2.
 # Dense shortcuts: GN (32 groups, no affine) + channel-wise weights, structure (b).
 _base_ = [
-    '../_base_/models/dsnet50_cifar.py',
+    '../_base_/models/dsnet_cifar.py',
     '../_base_/datasets/cifar10_bs128.py',
     '../_base_/schedules/cifar_bs128_64k.py',
 ]

@@ -1,7 +1,7 @@
 # DSNet50 (BN + weight) (0.25x) on CIFAR-100; paper row: Table 1 (ablation).
 # N = BatchNorm without affine (one BN per source Y_i).
 _base_ = [
-    '../_base_/models/dsnet50_cifar.py',
+    '../_base_/models/dsnet_cifar.py',
     '../_base_/datasets/cifar100_bs128.py',
     '../_base_/schedules/cifar_bs128_64k.py',
 ]

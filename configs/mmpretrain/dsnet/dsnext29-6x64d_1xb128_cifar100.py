@@ -2,7 +2,7 @@
 # DSNeXt-29 6x64d: ResNeXt-29 6x64d with dense shortcuts (26.1M parameters; the paper
 # lists 34.4M, the size of 8x64d: see dsnext29-8x64d_1xb128_cifar100.py).
 _base_ = [
-    '../_base_/models/dsnet50_cifar.py',
+    '../_base_/models/dsnet_cifar.py',
     '../_base_/datasets/cifar100_bs128.py',
     '../_base_/schedules/cifar_bs128_64k.py',
 ]

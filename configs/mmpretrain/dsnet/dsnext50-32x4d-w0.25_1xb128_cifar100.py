@@ -1,7 +1,7 @@
 # DSNeXt50 32x4d (0.25x) on CIFAR-100; paper row: Table 5.
 # ResNeXt bottleneck: 32 groups, 4 channels per group at 1x (scaled with the width).
 _base_ = [
-    '../_base_/models/dsnet50_cifar.py',
+    '../_base_/models/dsnet_cifar.py',
     '../_base_/datasets/cifar100_bs128.py',
     '../_base_/schedules/cifar_bs128_64k.py',
 ]

@@ -1,7 +1,7 @@
 # DSWRN-28-10 on CIFAR-100; paper row: Table 6.
 # DSWRN-28-10: WRN-28-10 with dense shortcuts. No DS2 form (basic blocks have no bottleneck 3x3).
 _base_ = [
-    '../_base_/models/dsnet50_cifar.py',
+    '../_base_/models/dsnet_cifar.py',
     '../_base_/datasets/cifar100_bs128.py',
     '../_base_/schedules/cifar_bs128_64k.py',
 ]

@@ -1,7 +1,7 @@
 # ResNet101 (0.25x) on CIFAR-100; paper rows: Table 2, Table 3.
 # ResNet baselines are DSNet(shortcut='identity'): mmpretrain's ResNet, same recipe.
 _base_ = [
-    '../_base_/models/dsnet50_cifar.py',
+    '../_base_/models/dsnet_cifar.py',
     '../_base_/datasets/cifar100_bs128.py',
     '../_base_/schedules/cifar_bs128_64k.py',
 ]

@@ -1,7 +1,7 @@
 # ResNet50 (1x) on CIFAR-10; paper rows: Table 2.
 # ResNet baselines are DSNet(shortcut='identity'): mmpretrain's ResNet, same recipe.
 _base_ = [
-    '../_base_/models/dsnet50_cifar.py',
+    '../_base_/models/dsnet_cifar.py',
     '../_base_/datasets/cifar10_bs128.py',
     '../_base_/schedules/cifar_bs128_64k.py',
 ]

@@ -1,7 +1,7 @@
 # ResNeXt-29, 16x64d on CIFAR-100; paper row: Table 6.
 # ResNeXt-29 16x64d baseline.
 _base_ = [
-    '../_base_/models/dsnet50_cifar.py',
+    '../_base_/models/dsnet_cifar.py',
     '../_base_/datasets/cifar100_bs128.py',
     '../_base_/schedules/cifar_bs128_64k.py',
 ]

@@ -2,7 +2,7 @@
 # WRN-28-10 baseline (basic blocks, 3 stages of 4, widths 160/320/640), trained here by the
 # paper's recipe. Post-activation blocks without dropout (Zagoruyko's WRN is pre-activation).
 _base_ = [
-    '../_base_/models/dsnet50_cifar.py',
+    '../_base_/models/dsnet_cifar.py',
     '../_base_/datasets/cifar100_bs128.py',
     '../_base_/schedules/cifar_bs128_64k.py',
 ]

@@ -6,15 +6,15 @@ from typing import Optional, Sequence, Tuple, Union
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import update_init_info
+from mmengine.registry import DefaultScope
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import register_model
 from ..blocks import DSBasicBlock, DSBottle2neck, DSBottleneck
-from ..pretrained import load_pretrained, pretrained_cfg
 from ..layers import DenseAggregation, init_values
 from ..layers.dense_shortcut import WEIGHT_TYPES, check_shortcut_norm_cfg
+from ..pretrained import pretrained_cfg
 from ..stage import SHORTCUT_MODES, DSLayer
 
 # Kaiming for convs, ones for affine norms; the shortcut weights W are bare parameters that no
@@ -224,41 +224,27 @@ class DSNet(BaseModule):
         return getattr(self, self.norm1_name)
 
     def init_weights(self) -> None:
-        """Initialise, then load the ``Pretrained`` checkpoint of ``init_cfg`` if there is one.
+        """Initialise by ``init_cfg``, then zero each residual branch's last norm unless a
+        checkpoint was loaded (mmpretrain's ResNet does the same).
 
-        A ``Pretrained`` entry goes through :func:`mmdsnet.models.pretrained.load_pretrained`
-        rather than MMEngine's silent ``strict=False`` load: it logs ``loaded N/M backbone
-        tensors from FILE (prefix ...)`` and raises when under 90% of the tensors match. The
-        other entries (or :data:`DEFAULT_INIT_CFG` when there are none, so that tensors the
-        checkpoint lacks start as they would from scratch) run first. ``zero_init_residual``
-        applies only without a checkpoint, so it never clobbers loaded weights. Without a
-        ``Pretrained`` entry (``init_cfg=None``) the backbone starts from scratch, and says so.
+        ``type='Pretrained'`` resolves in mmdsnet's scope to
+        :class:`mmdsnet.models.pretrained.StrictPretrained`, not to MMEngine's silent
+        ``strict=False`` load: it logs ``loaded N/M backbone tensors from FILE (prefix ...)`` and
+        raises when under 90% of the tensors match. Without a ``Pretrained`` entry the backbone
+        starts from scratch, and says so. A second call changes nothing.
         """
-        if self.is_init:  # a second call: MMEngine warns; never re-zero trained weights
+        first_call = not self.is_init
+        with DefaultScope.overwrite_default_scope('mmdsnet'):
             super().init_weights()
+        if not first_call or pretrained_cfg(self.init_cfg) is not None:
             return
-        pretrained = pretrained_cfg(self.init_cfg)
-        if pretrained is None:
-            super().init_weights()
-            if self.zero_init_residual:
-                for name in self.res_layers:
-                    layer = getattr(self, name)
-                    for l in range(layer.num_blocks):
-                        layer.block(l).zero_init_last()
-            print_log(f'{type(self).__name__}: no Pretrained init_cfg, so the backbone starts '
-                      f'from scratch (init_cfg={self.init_cfg})', logger='current')
-            return
-        cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
-        others = [c for c in cfgs if c is not pretrained]
-        saved, self.init_cfg = self.init_cfg, others or copy.deepcopy(list(DEFAULT_INIT_CFG))
-        try:
-            super().init_weights()
-        finally:
-            self.init_cfg = saved
-        load_pretrained(self, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
-                        map_location=pretrained.get('map_location', 'cpu'))
-        if hasattr(self, '_params_init_info'):  # MMEngine's per-parameter init report
-            update_init_info(self, init_info=f'loaded from {pretrained["checkpoint"]}')
+        print_log(f'{type(self).__name__}: no Pretrained init_cfg, so the backbone starts from '
+                  f'scratch (init_cfg={self.init_cfg})', logger='current')
+        if self.zero_init_residual:
+            for name in self.res_layers:
+                layer = getattr(self, name)
+                for l in range(layer.num_blocks):
+                    layer.block(l).zero_init_last()
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         x = self.maxpool(self.relu(self.norm1(self.conv1(x))))

@@ -1,4 +1,5 @@
-from .aggregation import DenseAggregation, Source, aggregate_reference, keep_legacy_keys, op_supports
+from .aggregation import (DenseAggregation, Source, aggregate_reference, keep_legacy_keys,
+                          op_supports)
 from .dense_shortcut import (INIT_SCHEMES, DenseShortcut, build_shortcut_norm, gn_groups,
                              init_values)
 

@@ -1,4 +1,4 @@
-"""The dense aggregation ``Y_l = act(X_l + sum_{i<l} W_l^i * N(Y_i))`` (paper Eq. 12) as one module.
+"""The dense aggregation ``Y_l = act(X_l + sum_{i<l} W_l^i * N(Y_i))`` (Eq. 12) as one module.
 
 :class:`DenseAggregation` owns the normalizations ``N`` (one per source) and the weights ``W``
 (one ``(l, C, 1, 1)`` tensor per target block ``l``) of one stage, or of one DS2 inner shortcut
@@ -20,7 +20,7 @@ straightforward form, with a warning once: never a silently wrong answer. The te
 :func:`aggregate_reference` as their oracle.
 """
 import warnings
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn

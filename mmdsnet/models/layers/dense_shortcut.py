@@ -93,8 +93,8 @@ def check_shortcut_norm_cfg(cfg: NormCfg):
     if norm_type in (None, 'none'):
         return None, {}
     if norm_type not in NORM_TYPES:
-        from mmengine.registry import MODELS
         import mmcv.cnn  # noqa: F401  (registers mmcv's norm types: SyncBN ...)
+        from mmengine.registry import MODELS
         if not (isinstance(norm_type, type) or MODELS.get(norm_type) is not None):
             raise ValueError(f'shortcut_norm_cfg: unknown type {norm_type!r}; expected one of '
                              f'{NORM_TYPES}, None, or a norm type registered in MMEngine\'s '
@@ -113,7 +113,7 @@ def _build_registered_norm(norm_type, kwargs: dict, channels: int) -> nn.Module:
 
 
 class DenseShortcut(nn.Module):
-    """``W_l``: the channel-wise weights ``W_l^i`` of the dense shortcuts into block ``l`` (Eq. 12).
+    """``W_l``: the channel-wise weights ``W_l^i`` of the shortcuts into block ``l`` (Eq. 12).
 
     One ``(num_sources, C, 1, 1)`` parameter (one checkpoint key per block), or no parameter for
     ``weight='none'`` (every weight fixed at 1; Table 1 "no weight"). The arithmetic is

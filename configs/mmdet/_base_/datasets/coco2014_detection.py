@@ -10,7 +10,7 @@
 # `Coco2014Dataset` (mmdsnet/datasets/coco.py) is mmdet's CocoDataset plus a check, before the
 # run starts, that names a missing annotation file or image folder and compares the number of
 # images the json lists with the number found on disk.
-dataset_type = 'Coco2014Dataset'
+dataset_type = 'mmdsnet.Coco2014Dataset'
 data_root = 'data/coco/'
 backend_args = None
 
@@ -62,7 +62,7 @@ test_dataloader = val_dataloader
 
 # mmdet's CocoMetric: bbox mAP@[.5:.95] ('coco/bbox_mAP'), mAP@.5 ('coco/bbox_mAP_50'), mAP@.75
 # ('coco/bbox_mAP_75'): the three columns of Table 8. A child that moves data_root must set this
-# ann_file too (it is a plain string, not re-joined).
+# ann_file too (it is a plain string, not re-joined); the tools' --data-root moves both.
 val_evaluator = dict(
     type='CocoMetric',
     ann_file=data_root + 'annotations/instances_val2014.json',

@@ -1,7 +1,8 @@
 # Faster R-CNN + FPN with a DSNet50 backbone (the paper's Table 8 detector).
-# A self-contained copy of mmdet 3.3's `_base_/models/faster-rcnn_r50_fpn.py` (same heads, same
-# train/test settings) rather than an `mmdet::` base: mmengine 0.10.7 resolves `mmdet::` through
-# pkg_resources, which setuptools>=82 removed. Only the backbone differs.
+# Mirrors mmdet 3.3.0's configs/_base_/models/faster-rcnn_r50_fpn.py with only the backbone
+# replaced; tests/test_det_configs.py::test_base_detector_mirrors_mmdet fails when the two drift.
+# A copy rather than an `mmdet::` base: mmengine 0.10.7 resolves `mmdet::` with pkg_resources,
+# which warns on every run under our setuptools<81 pin and is gone from setuptools>=82.
 model = dict(
     type='FasterRCNN',
     data_preprocessor=dict(
@@ -12,7 +13,7 @@ model = dict(
         bgr_to_rgb=True,
         pad_size_divisor=32),
     backbone=dict(
-        type='DSNet',  # registered in mmengine's root MODELS by `import mmdsnet`
+        type='mmdsnet.DSNet',
         depth=50,
         out_indices=(0, 1, 2, 3),
         frozen_stages=1,  # stem + stage 1 frozen, as mmdet does for ImageNet-initialised ResNets

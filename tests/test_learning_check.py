@@ -1,0 +1,45 @@
+"""The learning check's small version: DSNet learns real images at all (a few seconds on a CPU).
+
+The benchmark itself (tools/analysis/learning_check.py: DSNet50/DS2Net50-0.25x against their
+identity twin, 3 seeds, minutes) is run by hand; its numbers are in docs/design.md."""
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip('skimage', reason='the real images of the learning check ship with '
+                    'scikit-image (requirements/stack.txt)')
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
+                            'analysis'))
+import learning_check as lc  # noqa: E402
+
+TINY = {'model.backbone.depth': 26, 'model.backbone.base_channels': 8,
+        'model.head.in_channels': 256}
+
+
+def test_textures10_is_real_balanced_and_split_by_region():
+    data = lc.textures10(train_per_class=20, val_per_class=10)
+    assert data['x_train'].shape == (200, 1, 16, 16) and data['x_val'].shape == (100, 1, 16, 16)
+    assert torch.bincount(data['y_train']).tolist() == [20] * 10
+    assert 0 <= data['x_train'].min() and data['x_train'].max() <= 1
+    # real photographs, not noise: neighbouring pixels are strongly correlated
+    x = data['x_train'][:, 0]
+    a, b = x[:, :, :-1].flatten(), x[:, :, 1:].flatten()
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.5
+    # deterministic
+    assert torch.equal(lc.textures10(20, 10)['x_val'], data['x_val'])
+
+
+def test_dsnet_learns_real_images():
+    torch.manual_seed(0)
+    data = lc.textures10(train_per_class=60, val_per_class=20)
+    results = lc.run(['dsnet50'], seeds=[0], iters=80, cfg_options=TINY, data=data,
+                     log=lambda s: None, warmup=10)
+    for name in ('dsnet50', lc.TWIN):
+        run = results[name]['runs'][0]
+        curve = [loss for _, loss in run['curve']]
+        assert curve[-1] < 0.7 * curve[0], (name, curve)  # the training loss falls
+        assert run['val_acc'] > 0.3, (name, run['val_acc'])  # chance is 0.1
+    text = lc.report(results, 80)
+    assert 'dsnet50' in text and 'vs the twin' in text

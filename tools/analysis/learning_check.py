@@ -1,0 +1,288 @@
+"""Does a DS variant learn at least as fast as its identity twin, on real images? (paper Fig. 4)
+
+Real images that ship inside a registry package (scikit-image's ``skimage.data``), so the check
+runs offline anywhere: **textures-10**, a 10-class patch classification cut from ten real
+photographs (brick, grass, gravel, camera, moon, astronaut, coffee, chelsea, cell,
+immunohistochemistry), grayscale, 32x32 crops shrunk to 16x16 with a random brightness/contrast
+jitter. Training patches come from the top 60% of each photograph, validation patches from the
+bottom 30%, so no validation pixel is ever seen in training. 300 training and 100 validation
+patches per class.
+
+Each model is built from its mmpretrain config (default: the CIFAR-100 0.25x configs of Table 1,
+with a 10-class head); the identity twin is the same config with ``model.backbone.shortcut=
+'identity'`` (ResNet). Training follows the config's optimizer (SGD, momentum, weight decay,
+``paramwise_cfg``) with the issue's short schedule: batch 64, lr 0.1, a linear warm-up then cosine,
+random crops padded by 2, no flips. Every model sees the same batches for a given seed.
+
+    python tools/analysis/learning_check.py                        # DSNet50 and DS2Net50 vs twin
+    python tools/analysis/learning_check.py --iters 900            # the 3x longer schedule
+    python tools/analysis/learning_check.py --models dsnet50 --cfg-options \\
+        model.backbone.shortcut_init=1.0                           # a variant of the recipe
+
+It prints, per model, the mean and spread (min-max) of the validation accuracy over the seeds
+and the training-loss curve (mean over seeds, at every tenth of the schedule), writes
+``learning_check.json`` and draws ``learning_check.png`` (loss and validation accuracy against
+iteration, one line per model) in ``--work-dir``. A benchmark, not a unit test: the suite runs a
+much smaller version (tests/test_learning_check.py).
+"""
+import argparse
+import ast
+import copy
+import json
+import math
+import os
+import os.path as osp
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = {
+    'dsnet50': 'configs/mmpretrain/dsnet/dsnet50-w0.25_1xb128_cifar100.py',
+    'ds2net50': 'configs/mmpretrain/dsnet/ds2net50-w0.25_1xb128_cifar100.py',
+}
+IMAGES = ('brick', 'grass', 'gravel', 'camera', 'moon', 'astronaut', 'coffee', 'chelsea', 'cell',
+          'immunohistochemistry')
+
+
+# ------------------------------------------------------------------------------------ data
+def textures10(train_per_class: int = 300, val_per_class: int = 100, size: int = 16,
+               seed: int = 0) -> Dict[str, torch.Tensor]:
+    """The textures-10 set: ``x_train (N, 1, size, size)`` float in [0, 1], ``y_train``,
+    ``x_val``, ``y_val``. Deterministic for a given ``seed``."""
+    try:
+        import skimage.data
+        from skimage.color import rgb2gray
+    except ImportError as e:  # pragma: no cover
+        raise SystemExit('the learning check needs scikit-image (pip install scikit-image), '
+                         f'whose wheel carries the photographs: {e}') from None
+    rng = np.random.default_rng(seed)
+    crop = 2 * size
+    xs = {'train': [], 'val': []}
+    ys = {'train': [], 'val': []}
+    for label, name in enumerate(IMAGES):
+        img = getattr(skimage.data, name)()
+        img = rgb2gray(img[..., :3]) if img.ndim == 3 else img / 255.0
+        img = torch.as_tensor(np.asarray(img, dtype=np.float32))
+        h, w = img.shape
+        for split, (lo, hi), count in (('train', (0.0, 0.6), train_per_class),
+                                       ('val', (0.7, 1.0), val_per_class)):
+            top = rng.integers(int(lo * h), int(hi * h) - crop, size=count)
+            left = rng.integers(0, w - crop, size=count)
+            patches = torch.stack([img[t:t + crop, s:s + crop] for t, s in zip(top, left)])
+            patches = F.avg_pool2d(patches[:, None], 2)  # low resolution: 32x32 -> 16x16
+            # brightness / contrast jitter: the class is the texture, not the gray level
+            gain = torch.tensor(rng.uniform(0.6, 1.4, size=(count, 1, 1, 1)), dtype=torch.float32)
+            bias = torch.tensor(rng.uniform(-0.2, 0.2, size=(count, 1, 1, 1)), dtype=torch.float32)
+            mean = patches.mean((2, 3), keepdim=True)
+            xs[split].append(((patches - mean) * gain + mean + bias).clamp(0, 1))
+            ys[split].append(torch.full((count, ), label))
+    return dict(x_train=torch.cat(xs['train']), y_train=torch.cat(ys['train']),
+                x_val=torch.cat(xs['val']), y_val=torch.cat(ys['val']))
+
+
+# ----------------------------------------------------------------------------------- model
+def load_cfg(name_or_path: str, cfg_options: Optional[dict] = None):
+    from mmengine.config import Config
+    path = CONFIGS.get(name_or_path, name_or_path)
+    cfg = Config.fromfile(path if osp.isabs(path) else osp.join(ROOT, path))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def build_model(cfg, num_classes: int, twin: bool):
+    """The config's classifier with a ``num_classes`` head; ``twin``: identity shortcuts."""
+    from mmengine.registry import MODELS, DefaultScope
+
+    import mmdsnet  # noqa: F401  (registers the backbones)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.head.num_classes = num_classes
+    model_cfg.head.topk = (1, )
+    model_cfg.pop('data_preprocessor', None)
+    model_cfg.backbone.in_channels = 1
+    if twin:
+        model_cfg.backbone.shortcut = 'identity'
+        for key in ('shortcut_norm_cfg', 'shortcut_weight', 'shortcut_init'):
+            model_cfg.backbone.pop(key, None)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
+        model = MODELS.build(model_cfg)
+    model.init_weights()
+    return model
+
+
+def build_optimizer(cfg, model):
+    from mmengine.optim import build_optim_wrapper
+    wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
+    wrapper_cfg.optimizer.lr = 0.1  # the check's learning rate (no auto-scaling)
+    return build_optim_wrapper(model, wrapper_cfg).optimizer
+
+
+def lr_at(it: int, iters: int, warmup: int, base: float) -> float:
+    """Linear warm-up from base/10, then cosine to 0."""
+    if it < warmup:
+        return base * (0.1 + 0.9 * it / warmup)
+    return 0.5 * base * (1 + math.cos(math.pi * (it - warmup) / max(iters - warmup, 1)))
+
+
+# ----------------------------------------------------------------------------------- train
+def train_one(model, optimizer, data, iters: int, seed: int, batch_size: int = 64,
+              warmup: int = 50, log_every: int = 10) -> dict:
+    """Train and evaluate; returns the training-loss curve and the validation accuracy."""
+    gen = torch.Generator().manual_seed(seed)
+    mean, std = data['x_train'].mean(), data['x_train'].std()
+    x_train = (data['x_train'] - mean) / std
+    x_val = (data['x_val'] - mean) / std
+    base_lrs = [g['lr'] for g in optimizer.param_groups]
+    losses, curve = [], []
+    model.train()
+    for it in range(iters):
+        for g, base in zip(optimizer.param_groups, base_lrs):
+            g['lr'] = lr_at(it, iters, warmup, base)
+        idx = torch.randint(0, len(x_train), (batch_size, ), generator=gen)
+        size = x_train.shape[-1]
+        x = F.pad(x_train[idx], (2, 2, 2, 2))
+        dy, dx = torch.randint(0, 5, (2, ), generator=gen).tolist()  # one crop per batch
+        x = x[:, :, dy:dy + size, dx:dx + size]
+        logits = model.head.fc(model.neck(model.backbone(x))[-1])
+        loss = F.cross_entropy(logits, data['y_train'][idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if (it + 1) % log_every == 0:
+            curve.append((it + 1, statistics.fmean(losses[-log_every:])))
+    model.eval()
+    with torch.no_grad():
+        correct = sum((model.head.fc(model.neck(model.backbone(x_val[i:i + 250]))[-1])
+                       .argmax(1) == data['y_val'][i:i + 250]).sum().item()
+                      for i in range(0, len(x_val), 250))
+    return dict(curve=curve, val_acc=correct / len(x_val), final_loss=curve[-1][1])
+
+
+TWIN = 'twin (identity)'
+
+
+def run(models: List[str], seeds: List[int], iters: int, cfg_options: Optional[dict] = None,
+        data: Optional[dict] = None, log=print, twin: bool = True, **train_kwargs) -> dict:
+    """Train every model and its identity twin (once, from the first model's config) for every
+    seed; returns ``{name: {'runs': [...], ...}}``."""
+    data = data or textures10()
+    cfgs = {m: load_cfg(m, cfg_options) for m in models}
+    jobs = ([(TWIN, cfgs[models[0]], True)] if twin else []) + [(m, cfgs[m], False)
+                                                               for m in models]
+    results = {name: dict(runs=[]) for name, _, _ in jobs}
+    for seed in seeds:
+        for name, cfg, twin in jobs:
+            torch.manual_seed(seed)
+            model = build_model(cfg, 10, twin)
+            t0 = time.time()
+            out = train_one(model, build_optimizer(cfg, model), data, iters, seed,
+                            **train_kwargs)
+            out['seconds'] = time.time() - t0
+            results[name]['runs'].append(dict(seed=seed, **out))
+            log(f'  seed {seed} {name}: val acc {out["val_acc"]:.3f}, final loss '
+                f'{out["final_loss"]:.3f} ({out["seconds"]:.0f} s)')
+    for res in results.values():
+        accs = [r['val_acc'] for r in res['runs']]
+        res.update(mean_acc=statistics.fmean(accs), min_acc=min(accs), max_acc=max(accs))
+        its = [it for it, _ in res['runs'][0]['curve']]
+        res['mean_curve'] = [(it, statistics.fmean(r['curve'][k][1] for r in res['runs']))
+                             for k, it in enumerate(its)]
+    return results
+
+
+def report(results: dict, iters: int) -> str:
+    twin = results.get(TWIN)
+    lines = [f'{"model":<16} {"val acc mean":>12} {"min-max":>13}   training loss (mean of seeds) '
+             f'at 10%, 20%, ... of {iters} iterations']
+    for name, res in results.items():
+        curve = res['mean_curve']
+        marks = [curve[max(round(len(curve) * k / 10) - 1, 0)][1] for k in range(1, 11)]
+        lines.append(f'{name:<16} {res["mean_acc"]:>12.3f} {res["min_acc"]:>6.3f}-'
+                     f'{res["max_acc"]:.3f}   ' + ' '.join(f'{v:.3f}' for v in marks))
+    for name, res in results.items():
+        if twin is None or res is twin:
+            continue
+        # first point from which DS's mean training loss stays at or below the twin's
+        below = [a[1] <= b[1] for a, b in zip(res['mean_curve'], twin['mean_curve'])]
+        start = next((i for i in range(len(below)) if all(below[i:])), None)
+        when = ('never' if start is None else
+                f"from iteration {res['mean_curve'][start][0]} "
+                f"({res['mean_curve'][start][0] / iters:.0%} of the schedule)")
+        lines.append(f'{name}: mean accuracy {res["mean_acc"] - twin["mean_acc"]:+.3f} vs the '
+                     f'twin; training loss at or below the twin\'s {when}')
+    return '\n'.join(lines)
+
+
+def plot(results: dict, path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, res in results.items():
+        its = [it for it, _ in res['mean_curve']]
+        runs = np.array([[v for _, v in r['curve']] for r in res['runs']])
+        line, = ax.plot(its, runs.mean(0), label=f'{name}: val acc {res["mean_acc"]:.3f}')
+        ax.fill_between(its, runs.min(0), runs.max(0), color=line.get_color(), alpha=0.2)
+    ax.set_yscale('log')
+    ax.set_xlabel('iteration')
+    ax.set_ylabel('training loss (mean of seeds, band: min-max)')
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--models', nargs='+', default=['dsnet50', 'ds2net50'],
+                   help=f'config names ({", ".join(CONFIGS)}) or config paths; the identity twin '
+                   'is built from the first one')
+    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    p.add_argument('--iters', type=int, default=300)
+    p.add_argument('--warmup', type=int, default=50)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                   help='config overrides applied to every model (the twin too), VALUE a Python '
+                   "literal or a string, e.g. model.backbone.shortcut_init=1.0 or "
+                   "\"model.backbone.shortcut_norm_cfg={'type': 'GN', 'num_groups': 8}\"")
+    p.add_argument('--no-twin', action='store_true',
+                   help='skip the identity twin (e.g. when comparing recipes against one twin '
+                   'run: with the same seeds and one thread it repeats exactly)')
+    p.add_argument('--work-dir', default='work_dirs/learning_check')
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmengine', log_level='WARNING')  # no per-parameter init report
+    options = {}
+    for item in args.cfg_options:
+        key, _, value = item.partition('=')
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    os.makedirs(args.work_dir, exist_ok=True)
+    t0 = time.time()
+    results = run(args.models, args.seeds, args.iters, options, twin=not args.no_twin,
+                  warmup=args.warmup)
+    text = report(results, args.iters)
+    print(text)
+    print(f'total {time.time() - t0:.0f} s, {args.threads} threads')
+    command = 'python tools/analysis/learning_check.py ' + ' '.join(argv or sys.argv[1:])
+    with open(osp.join(args.work_dir, 'learning_check.json'), 'w') as f:
+        json.dump(dict(command=command, date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+                       results=results), f, indent=1)
+    plot(results, osp.join(args.work_dir, 'learning_check.png'),
+         f'textures-10, {args.iters} iterations, seeds {args.seeds}\n{" ".join(args.cfg_options)}')
+    print(f'wrote {args.work_dir}/learning_check.json and learning_check.png')
+
+
+if __name__ == '__main__':
+    main()
