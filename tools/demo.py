@@ -1,14 +1,17 @@
 """Offline detection demo: generate a small COCO-format dataset, fine-tune a tiny DS2Net Faster
 R-CNN on it with MMEngine's Runner, and score it with mmdet's CocoMetric before and after.
 
-    python tools/demo.py                        # ~5 min on a 2-core CPU, nothing downloaded
+    python tools/demo.py                        # ~4 CPU minutes, nothing downloaded
     python tools/demo.py --work-dir /tmp/demo --epochs 4
 
 Everything goes to the work dir (default ``work_dirs/demo``): the generated data (``data/``),
 MMEngine's logs (``<timestamp>/``, with the json scalar log), the last checkpoint, a picture of
-validation images with ground truth (left) and predictions (right), ``demo_predictions.png``,
-and ``demo_results.json`` with both evaluations. The run ends with the table of mAP@.5, mAP@.75
-and mAP@[.5:.95], the three columns of the paper's Table 8.
+validation images with ground truth (left) and predictions with score >= 0.5 (right) under column
+headings, ``demo_predictions.png``, and ``demo_results.json`` with both evaluations. The run ends
+with the table of mAP@.5, mAP@.75 and mAP@[.5:.95], the three columns of the paper's Table 8.
+With the same thread count on the same CPU a rerun repeats exactly; another thread count or
+instruction set (AVX2 / AVX-512 kernels) rounds differently and moves the trained numbers by
+points (docs/detection.md, section 5).
 
 ``--threads`` defaults to 1: the demo's tensors are small, so a second intra-op thread gains
 little, while on a machine that is busy with anything else two spinning OpenMP threads per
