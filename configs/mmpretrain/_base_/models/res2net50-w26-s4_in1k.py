@@ -1,6 +1,6 @@
 # Res2Net-50 26w x 4s (Gao et al., TPAMI 2019), the paper's Table 7 "Res2Net" baseline: mmpretrain's
-# own Res2Net, the stock model (7x7 stem, no deep stem, no avg-down, as mmpretrain's
-# res2net50-w26-s4 config), so its published mmpretrain checkpoints load into this config.
+# own Res2Net, the stock model (7x7 stem, no deep stem, no avg-down), built as mmpretrain's
+# res2net50-w26-s4 config builds it.
 model = dict(
     type='ImageClassifier',
     backbone=dict(
