@@ -1,14 +1,17 @@
 """Offline detection demo: generate a small COCO-format dataset, fine-tune a tiny DS2Net Faster
 R-CNN on it with MMEngine's Runner, and score it with mmdet's CocoMetric before and after.
 
-    python tools/demo.py                        # ~5 min on a 2-core CPU, nothing downloaded
+    python tools/demo.py                        # ~4 CPU minutes, nothing downloaded
     python tools/demo.py --work-dir /tmp/demo --epochs 4
 
 Everything goes to the work dir (default ``work_dirs/demo``): the generated data (``data/``),
 MMEngine's logs (``<timestamp>/``, with the json scalar log), the last checkpoint, a picture of
-validation images with ground truth (left) and predictions (right), ``demo_predictions.png``,
-and ``demo_results.json`` with both evaluations. The run ends with the table of mAP@.5, mAP@.75
-and mAP@[.5:.95], the three columns of the paper's Table 8.
+validation images with ground truth (left) and predictions with score >= 0.5 (right) under column
+headings, ``demo_predictions.png``, and ``demo_results.json`` with both evaluations. The run ends
+with the table of mAP@.5, mAP@.75 and mAP@[.5:.95], the three columns of the paper's Table 8.
+With the same thread count on the same CPU a rerun repeats exactly; another thread count or
+instruction set (AVX2 / AVX-512 kernels) rounds differently and moves the trained numbers by
+points (docs/detection.md, section 5).
 
 ``--threads`` defaults to 1: the demo's tensors are small, so a second intra-op thread gains
 little, while on a machine that is busy with anything else two spinning OpenMP threads per
@@ -28,6 +31,8 @@ from mmdsnet.evaluation import COLUMNS  # noqa: E402  (CocoMetric's keys of Tabl
 
 DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'demo',
                           'faster-rcnn_ds2net-tiny_fpn_shapes.py')
+#: Predictions drawn in demo_predictions.png (CocoMetric scores every box, whatever its score).
+SCORE_THR = 0.5
 
 
 def parse_args(argv=None):
@@ -108,8 +113,30 @@ def make_eval_hook():
     return EvalBeforeAndAfterHook
 
 
-def save_predictions_png(runner, out_file, num=4, scale=3, score_thr=0.5):
-    """Draw ``num`` validation images: ground truth left, predictions (score >= thr) right."""
+def headings_band(widths, titles, height=36):
+    """A white RGB band of ``height`` px with one black title centred over each column.
+
+    ``widths`` are the columns' widths in px, left to right; the band is as wide as their sum.
+    """
+    import cv2
+    import numpy as np
+    band = np.full((height, sum(widths), 3), 255, dtype=np.uint8)
+    x0 = 0
+    for width, title in zip(widths, titles):
+        font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1
+        (w, h), _ = cv2.getTextSize(title, font, scale, thick)
+        while w > width - 8 and scale > 0.3:  # shrink a title that does not fit its column
+            scale -= 0.05
+            (w, h), _ = cv2.getTextSize(title, font, scale, thick)
+        org = (x0 + max((width - w) // 2, 2), (height + h) // 2)
+        cv2.putText(band, title, org, font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+        x0 += width
+    return band
+
+
+def save_predictions_png(runner, out_file, num=4, scale=3, score_thr=SCORE_THR):
+    """Draw ``num`` validation images: ground truth left, predictions (score >= thr) right,
+    under a heading band that says which column is which."""
     import mmcv
     import numpy as np
     import torch
@@ -133,8 +160,11 @@ def save_predictions_png(runner, out_file, num=4, scale=3, score_thr=0.5):
         pred.gt_instances.bboxes = pred.gt_instances.bboxes * scale
         vis.add_datasample(f'val_{i}', img, data_sample=pred, draw_gt=True, draw_pred=True,
                            show=False, pred_score_thr=score_thr)
-        rows.append(vis.get_image())
-    mmcv.imwrite(np.concatenate(rows, axis=0)[..., ::-1], out_file)  # RGB -> BGR file
+        rows.append(vis.get_image())  # [ground truth | prediction], side by side
+    width = rows[0].shape[1] // 2
+    band = headings_band([width, rows[0].shape[1] - width],
+                         ['ground truth', f'prediction (score >= {score_thr:g})'])
+    mmcv.imwrite(np.concatenate([band] + rows, axis=0)[..., ::-1], out_file)  # RGB -> BGR
     return out_file
 
 
@@ -197,14 +227,15 @@ def _run(args, t0):
                    date_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(
                        timespec='seconds'),
                    untrained=before[0] if before else None, trained=after,
-                   predictions_png=png)
+                   predictions_png=png, predictions_score_thr=SCORE_THR)
     with open(osp.join(args.work_dir, 'demo_results.json'), 'w') as f:
         json.dump(summary, f, indent=2, default=float)
 
     print('\nCOCO bbox mAP (%) on the generated validation set, mmdet CocoMetric:')
     print(format_table(rows))
-    print(f'\ntotal {train_time / 60:.1f} min; validation images with ground truth (left) and '
-          f'predictions (right): {png}; metrics: {osp.join(args.work_dir, "demo_results.json")}')
+    print(f'\ntotal {train_time / 60:.1f} min; validation images, ground truth (left) and '
+          f'predictions with score >= {SCORE_THR:g} (right): {png}; metrics: '
+          f'{osp.join(args.work_dir, "demo_results.json")}')
     return summary
 
 

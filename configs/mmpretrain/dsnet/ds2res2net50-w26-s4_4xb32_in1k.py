@@ -12,6 +12,6 @@ model = dict(
     backbone=dict(
         type='mmdsnet.DS2Net',
         block='bottle2neck',
-        # The default GN picks the largest group count <= 32 dividing each shortcut: 26 for the
-        # DS2 shortcut's 104/208/416/832 channels, 32 for the dense shortcuts' 256..2048.
+        # GN groups (our default rule, docs/design.md; the paper gives none): 26/26/32/32 groups
+        # for the DS2 shortcut's 104/208/416/832 channels, 32 for the dense shortcuts' 256..2048.
         block_cfg=dict(base_width=26, scales=4)))

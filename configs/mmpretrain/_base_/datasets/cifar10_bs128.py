@@ -26,7 +26,10 @@ train_dataloader = dict(
         split='train',
         download=False,  # offline: tools/train.py checks the files instead
         pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # The schedules count iterations (64k), not epochs: an endless shuffled stream, as in
+    # mmpretrain's iteration-based configs. DefaultSampler would end every 391 iterations and
+    # make mmengine warn "Reach the end of the dataloader" each time.
+    sampler=dict(type='InfiniteSampler', shuffle=True),
 )
 val_dataloader = dict(
     batch_size=128,

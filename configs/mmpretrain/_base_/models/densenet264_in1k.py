@@ -12,4 +12,7 @@ model = dict(
         type='LinearClsHead',
         num_classes=1000,
         in_channels=2688,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+        # Training accuracy in the log (paper Fig. 4 plots training error): the top-1 of each
+        # training batch, augmented as trained (its cost: docs/classification.md, section 2).
+        cal_acc=True))

@@ -16,4 +16,7 @@ model = dict(
         type='LinearClsHead',
         num_classes=100,
         in_channels=2048,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+        # Training accuracy in the log (paper Fig. 4 plots training error): the top-1 of each
+        # training batch, augmented as trained (its cost: docs/classification.md, section 2).
+        cal_acc=True))

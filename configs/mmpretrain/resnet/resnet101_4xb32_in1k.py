@@ -1,0 +1,11 @@
+# ResNet101 on ImageNet-1k; paper row: Table 7, trained by the same recipe as the DS rows
+# (4 GPUs x 32 images, lr 0.05, 100 epochs, lr x0.1 every 30).
+# ResNet101 baseline = DSNet(depth=101, shortcut='identity'), identical to mmpretrain's ResNet101.
+_base_ = [
+    '../_base_/models/dsnet50_in1k.py',
+    '../_base_/datasets/imagenet_bs32.py',
+    '../_base_/schedules/imagenet_bs128_100e.py',
+]
+custom_imports = dict(imports=['mmdsnet'], allow_failed_imports=False)
+
+model = dict(backbone=dict(type='mmdsnet.DSNet', depth=101, shortcut='identity'))
