@@ -21,7 +21,8 @@ NAME_RE = re.compile(r'^(?P<model>[a-z0-9.\-]+)_(?P<gpus>\d+)xb(?P<bs>\d+)_'
 # Heavy ImageNet models run at 64x64 instead of 224x224: their forward at 224 costs several
 # seconds of the 2-core CI budget, and global average pooling makes the network itself
 # independent of the input size (64 still leaves a 2x2 last stage after the /32 downsampling).
-HEAVY = ('resnet152', 'densenet264')
+HEAVY = ('resnet152', 'densenet264', 'resnet101_4', 'wrn50-2', 'densenet201', 'res2net50',
+         'resnext50-32x4d_4')
 
 # Parameter counts the paper states (Tables 6 and 7), in millions. Our count includes the
 # classifier for the dataset's classes, as the paper's does.
