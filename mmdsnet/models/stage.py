@@ -73,13 +73,15 @@ class DSLayer(nn.Module):
         return block(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        # The residual sums are in place, into X_l (its norm's fresh output, which backward does
+        # not need), as mmdet's and mmpretrain's ResNet do: a new tensor per block costs time.
         first = self.block(0)
-        y = self.act(self._residual(first, x) + first.project(x))  # Y_0
+        y = self.act(self._residual(first, x).add_(first.project(x)))  # Y_0
         src, sources = y, []  # the newest source: Y_{l-1}, or X_{l-1} for dense_x (X_0 := Y_0)
         for l in range(1, self.num_blocks):
             x_l = self._residual(self.block(l), y)
             if self.shortcut == 'identity':
-                y = self.act(x_l + y)
+                y = self.act(x_l.add_(y))
                 continue
             sources.append(self.aggregation.normalize(l - 1, src))  # N(Y_{l-1}), once
             y = self.aggregation(x_l, sources)
