@@ -6,9 +6,11 @@ every device; a device-specific kernel is registered beside it with the operator
 ``register_kernel(device_type)``. mmengine's FLOP counter (what mmdet's and mmpretrain's
 ``get_flops.py`` use) learns their cost here, counted as it counts the reference form.
 """
-from .dense_aggregate import dense_aggregate, dense_aggregate_backward, norm_stats, stats_dtype
+from .dense_aggregate import (dense_aggregate, dense_aggregate_backward, export_decompositions,
+                              norm_stats, stats_dtype)
 from .flops import register_flop_handles
 
 register_flop_handles()
 
-__all__ = ['dense_aggregate', 'dense_aggregate_backward', 'norm_stats', 'stats_dtype']
+__all__ = ['dense_aggregate', 'dense_aggregate_backward', 'export_decompositions', 'norm_stats',
+           'stats_dtype']

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 __all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'source_backward',
-           'stats_dtype']
+           'stats_dtype', 'export_decompositions']
 
 
 def stats_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -254,3 +254,32 @@ def _backward(ctx, grad: Tensor):
 
 
 dense_aggregate.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------ for exporters (ONNX ...)
+def _dense_aggregate_decomposed(x, ys, means, rstds, weight, own_stats):
+    c = x.shape[1]
+    w = None if weight is None else weight.reshape(len(ys), c)
+    out = x
+    for i, (y, m, r) in enumerate(zip(ys, means, rstds)):
+        a, b = _scale_shift(m, r, None if w is None else w[i], c)
+        out = out + y * _spatial(a, x).to(x.dtype) + _spatial(b, x).to(x.dtype)
+    return torch.relu(out)
+
+
+def _norm_stats_decomposed(y, groups, eps, over_batch):
+    n, c = y.shape[:2]
+    y = y.to(stats_dtype(y.dtype))
+    if over_batch:
+        var, mean = torch.var_mean(y.transpose(0, 1).reshape(c, -1), dim=1, correction=0)
+        return mean.reshape(1, c), torch.rsqrt(var + eps).reshape(1, c)
+    var, mean = torch.var_mean(y.reshape(n, groups, -1), dim=2, correction=0)
+    return mean, torch.rsqrt(var + eps)
+
+
+def export_decompositions() -> dict:
+    """The operators' forward written with plain ATen operators, for exporters that must see only
+    standard operators (ONNX): ``exported_program.run_decompositions(export_decompositions())``.
+    Inference only; the same mathematics, checked against the operators by the tests."""
+    return {torch.ops.mmdsnet.dense_aggregate.default: _dense_aggregate_decomposed,
+            torch.ops.mmdsnet.norm_stats.default: _norm_stats_decomposed}

@@ -8,7 +8,8 @@ without affine 1 per element, elementwise ``add`` / ``mul`` / ``relu`` nothing. 
 convention here: ``mmdsnet::norm_stats`` counts the 4 FLOPs per element of the norm it stands for
 and ``mmdsnet::dense_aggregate`` the 1 per element of each source whose statistics are fixed
 (an evaluation BatchNorm; an identity norm's ``mean=0, rstd=1`` count 0 as the reference has no
-norm there), so the totals equal the reference form's.
+norm there), so the totals equal the reference form's. Activations are not counted for either
+(mmengine counts those of convolutions and matrix products only).
 """
 from math import prod
 
@@ -50,4 +51,10 @@ def register_flop_handles() -> None:
     complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS.update({
         'mmdsnet::norm_stats': _norm_stats_flops,
         'mmdsnet::dense_aggregate': _dense_aggregate_flops,
+    })
+    # Activations: mmengine counts those of convolutions and matrix products only (norms and
+    # elementwise sums count none), so the operators are explicitly ignored (a None handle).
+    complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS.update({
+        'mmdsnet::norm_stats': None,
+        'mmdsnet::dense_aggregate': None,
     })

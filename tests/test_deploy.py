@@ -1,0 +1,82 @@
+"""FLOP counting, tracing and export with the default code, as users run them: mmpretrain's and
+mmdet's own get_flops.py (from the installed packages), and tools/deployment/export_onnx.py
+(torch.export -> ONNX, checked with onnxruntime). torch.compile / jit.trace / torch.export of the
+backbone itself: tests/test_op_tracing.py."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmdsnet.models import DS2Net
+from mmdsnet.ops import export_decompositions
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CIFAR_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/ds2net50-w0.25_1xb128_cifar100.py')
+
+
+def _upstream_tool(package, name):
+    mod = __import__(package)
+    path = osp.join(osp.dirname(mod.__file__), '.mim', 'tools', 'analysis_tools', name)
+    if not osp.isfile(path):
+        pytest.skip(f'{package} ships no {name} in this install')
+    return path
+
+
+def _run(cmd, cwd=ROOT):
+    env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES='')
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out.stdout + out.stderr
+
+
+def test_mmpretrain_get_flops_counts_a_ds2net_config():
+    out = _run([sys.executable, _upstream_tool('mmpretrain', 'get_flops.py'), CIFAR_CFG,
+                '--shape', '32'])
+    assert 'Flops:' in out and 'Unsupported operator mmdsnet' not in out
+    flops = next(line for line in out.splitlines() if line.startswith('Flops:'))
+    assert 'M' in flops or 'G' in flops, flops
+
+
+@pytest.mark.slow
+def test_mmdet_get_flops_counts_the_demo_detector(tmp_path):
+    from mmdsnet.datasets.synthetic_det import make_synthetic_coco
+    make_synthetic_coco(str(tmp_path / 'data'), num_train=2, num_val=2)
+    cfg = osp.join(ROOT, 'configs/demo/faster-rcnn_ds2net-tiny_fpn_shapes.py')
+    out = _run([sys.executable, _upstream_tool('mmdet', 'get_flops.py'), cfg, '--num-images', '1',
+                '--cfg-options', f'val_dataloader.dataset.data_root={tmp_path}/data/'])
+    assert 'Flops:' in out and 'Unsupported operator mmdsnet' not in out
+
+
+def test_export_decompositions_equal_the_operators():
+    """What exporters see (plain ATen operators) computes what the operators compute."""
+    model = DS2Net(depth=26, base_channels=8, stem='cifar', shortcut_norm_cfg='BN').eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ours = model(x)[-1]
+        ep = torch.export.export(model, (x, )).run_decompositions(export_decompositions())
+    assert not any('mmdsnet' in str(n.target) for n in ep.graph.nodes)
+    torch.testing.assert_close(ep.module()(x)[-1], ours, rtol=1e-5, atol=1e-5)
+    model.train()
+    with torch.no_grad():  # batch statistics (GN / training BN) through the decomposition too
+        m2 = DS2Net(depth=26, base_channels=8, stem='cifar').eval()
+        ep = torch.export.export(m2, (x, )).run_decompositions(export_decompositions())
+        torch.testing.assert_close(ep.module()(x)[-1], m2(x)[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_export_matches_pytorch_and_refuses_a_mismatch(tmp_path):
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnxscript')
+    tool = osp.join(ROOT, 'tools/deployment/export_onnx.py')
+    out = _run([sys.executable, tool, CIFAR_CFG, '--shape', '32', '32', '--out',
+                str(tmp_path / 'b.onnx')])
+    assert 'onnxruntime matches PyTorch to' in out and (tmp_path / 'b.onnx').is_file()
+    # a tolerance the export cannot meet: stops, naming the largest difference
+    env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES='')
+    res = subprocess.run([sys.executable, tool, CIFAR_CFG, '--shape', '32', '32', '--out',
+                          str(tmp_path / 'c.onnx'), '--atol', '0'], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0
+    assert 'error: onnxruntime and PyTorch differ by up to' in res.stderr, res.stderr[-2000:]
