@@ -147,7 +147,7 @@ def test_ds2res2net_inner_shortcut_groups_are_documented_as_built():
     backbone = _build(Config(dict(model=_cfg(rel).model.backbone)))
     groups = {}
     for name, mod in backbone.named_modules():
-        if name.endswith('inner_norm'):
+        if name.endswith('inner_aggregation.norms.0'):  # saved as ...inner_norm
             groups.setdefault(name.split('.')[0], set()).add(
                 (mod.num_groups, mod.num_channels))
     per_stage = [groups[f'layer{i}'] for i in (1, 2, 3, 4)]

@@ -5,7 +5,7 @@
 model = dict(
     type='ImageClassifier',
     backbone=dict(
-        type='DenseNet',
+        type='mmpretrain.DenseNet',
         arch=dict(growth_rate=32, depths=[6, 12, 64, 48], init_channels=64)),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
