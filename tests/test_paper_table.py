@@ -186,4 +186,5 @@ def test_cli_writes_markdown(pt, work_dirs, tmp_path, capsys):
     out = tmp_path / 'tables.md'
     assert pt.main([str(work_dirs), '--tables', '1', '--out', str(out)]) == 0
     printed = capsys.readouterr().out
-    assert out.read_text() == printed and '### Table 1:' in printed and '### Table 2' not in printed
+    assert out.read_text() == printed
+    assert '### Table 1:' in printed and '### Table 2' not in printed

@@ -44,7 +44,8 @@ def test_show_dir_switches_on_each_librarys_hook(tool, monkeypatch):
     assert setup(tool, CLS_CFG, 'ckpt.pth').default_hooks.visualization.enable is False
 
     monkeypatch.setenv('DISPLAY', ':0')
-    hook = setup(tool, DET_CFG, 'c.pth', '--show', '--wait-time', '0.5').default_hooks.visualization
+    cfg = setup(tool, DET_CFG, 'c.pth', '--show', '--wait-time', '0.5')
+    hook = cfg.default_hooks.visualization
     assert (hook.draw, hook.show, hook.wait_time) == (True, True, 0.5)
     monkeypatch.delenv('DISPLAY')
     monkeypatch.delenv('WAYLAND_DISPLAY', raising=False)
@@ -60,7 +61,7 @@ def test_show_dir_needs_a_visualization_hook(tool, tmp_path):
         setup(tool, str(cfg), 'ckpt.pth', '--show-dir', 'x')
 
 
-def test_tta_uses_each_librarys_default(tool):
+def test_tta_uses_each_librarys_default(tool, tmp_path):
     plain = Config.fromfile(IN1K_CFG)
     cfg = setup(tool, IN1K_CFG, 'ckpt.pth', '--tta')
     assert cfg.model.type == 'mmpretrain.AverageClsScoreTTA'
@@ -80,18 +81,14 @@ def test_tta_uses_each_librarys_default(tool):
     assert 'flip_direction' in tta.transforms[1][0]['meta_keys']  # DetTTAModel merges by it
 
     # a config's own tta_model / tta_pipeline win
-    own = Config.fromfile(IN1K_CFG)
-    assert 'tta_model' not in own
-    own_cfg = IN1K_CFG.replace('.py', '_tta_test.py')
-    try:
-        with open(own_cfg, 'w') as f:
-            f.write("_base_ = ['./dsnet50_4xb32_in1k.py']\n"
-                    "tta_model = dict(type='mmpretrain.AverageClsScoreTTA', data_preprocessor=None)\n"
-                    "tta_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]\n")
-        cfg = setup(tool, own_cfg, 'ckpt.pth', '--tta')
-    finally:
-        import os
-        os.remove(own_cfg)
+    assert 'tta_model' not in Config.fromfile(IN1K_CFG)
+    own_cfg = tmp_path / 'own_tta.py'
+    own_cfg.write_text(f"_base_ = ['{IN1K_CFG}']\n"
+                       "tta_model = dict(type='mmpretrain.AverageClsScoreTTA',\n"
+                       "                 data_preprocessor=None)\n"
+                       "tta_pipeline = [dict(type='LoadImageFromFile'),\n"
+                       "                dict(type='PackInputs')]\n")
+    cfg = setup(tool, str(own_cfg), 'ckpt.pth', '--tta')
     assert cfg.test_dataloader.dataset.pipeline == [dict(type='LoadImageFromFile'),
                                                     dict(type='PackInputs')]
     assert 'data_preprocessor' in cfg.model and cfg.model.data_preprocessor is None

@@ -35,7 +35,7 @@ import difflib
 import os
 import os.path as osp
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
