@@ -198,6 +198,7 @@ def plot(data: dict, out: str, svg: bool = False, title: Optional[str] = None) -
     import matplotlib
     matplotlib.use('Agg')  # no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     plt.rcParams['svg.fonttype'] = 'none'  # SVG text stays text (editable, searchable)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -208,6 +209,7 @@ def plot(data: dict, out: str, svg: bool = False, title: Optional[str] = None) -
                     color=colors[line['run'] % len(colors)],
                     marker='o' if len(line['x']) < 30 else None, markersize=3)
         ax.set_xlabel('epoch' if data['x'] == 'epoch' else 'iteration')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and iterations count
         ax.set_ylabel(panel['ylabel'])
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize='small')
