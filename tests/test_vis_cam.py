@@ -113,6 +113,10 @@ def test_bad_target_layer_lists_the_valid_names(vc, tiny_models):
     for valid in ('backbone.layer1', 'backbone.layer4', 'neck', 'head.fc'):
         assert valid in msg
     assert '--list-layers' in msg and '\n' not in msg
+    # a checkpoint of another model: refused, not half-loaded
+    with pytest.raises(ValueError, match='does not fit'):
+        vc.CamModel(str(tiny_models['configs'][name]),
+                    str(tiny_models['ckpts']['tiny_ds2net26_cifar100']))
 
 
 @pytest.mark.slow

@@ -106,8 +106,13 @@ class CamModel:
         if checkpoint:
             if not osp.isfile(checkpoint):
                 raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
-            ckpt = load_checkpoint(self.model, checkpoint, map_location='cpu', strict=True,
-                                   logger='silent')
+            try:  # strict: a Grad-CAM of half-loaded weights would mislead
+                ckpt = load_checkpoint(self.model, checkpoint, map_location='cpu', strict=True,
+                                       logger='silent')
+            except RuntimeError as e:
+                first = ' '.join(str(e).split())[:300]
+                raise ValueError(f'checkpoint {checkpoint} does not fit {config}: {first}') \
+                    from None
             self.classes = (ckpt.get('meta', {}).get('dataset_meta') or {}).get('classes')
         self.model.eval()
         self.layer_name = target_layer or default_target_layer(self.model)
