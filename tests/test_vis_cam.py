@@ -23,11 +23,13 @@ def vc():
 
 
 def classifier(backbone: dict, in_channels: int):
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    return MODELS.build(dict(type='ImageClassifier', backbone=backbone,
-                             neck=dict(type='GlobalAveragePooling'),
-                             head=dict(type='LinearClsHead', num_classes=4,
-                                       in_channels=in_channels)))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # whatever ran before
+        return MODELS.build(dict(type='ImageClassifier', backbone=backbone,
+                                 neck=dict(type='GlobalAveragePooling'),
+                                 head=dict(type='LinearClsHead', num_classes=4,
+                                           in_channels=in_channels)))
 
 
 def test_default_target_layer_is_the_last_stage(vc):
@@ -46,6 +48,7 @@ def test_default_target_layer_is_the_last_stage(vc):
 def tiny_models(tmp_path_factory):
     """The tiny ResNet / DSNet / DS2Net configs with random-weight checkpoints (no training)."""
     from mmengine.config import Config
+    from mmengine.registry import DefaultScope
     from mmpretrain.apis import init_model
     setup = tiny_setup(tmp_path_factory)
     tmp = setup['tmp']
@@ -58,7 +61,8 @@ def tiny_models(tmp_path_factory):
     sys.path.insert(0, str(tmp))  # the configs' custom_imports (md5 helper)
     ckpts = {}
     for i, (name, cfg) in enumerate(sorted(configs.items())):
-        model = randomize(init_model(Config.fromfile(str(cfg))), seed=i)
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            model = randomize(init_model(Config.fromfile(str(cfg))), seed=i)
         ckpts[name] = tmp / f'{name}_random.pth'
         torch.save(dict(state_dict=model.state_dict(),
                         meta=dict(dataset_meta=dict(classes=[f'c{k}' for k in range(100)]))),
