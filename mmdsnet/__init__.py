@@ -7,6 +7,9 @@ It never imports mmdet or mmpretrain.
 """
 from . import datasets, models  # noqa: F401  (registers the backbones and transforms)
 from .compat import patch_torch_load
+# The hooks tools/train.py writes into a work dir's config copy (AtomicCheckpointHook ...), so
+# that upstream tools given that copy (mmpretrain's confusion_matrix.py ...) find them.
+from .engine import hooks  # noqa: F401
 from .version import __version__
 
 patch_torch_load()

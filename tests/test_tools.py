@@ -117,8 +117,8 @@ def test_test_tool_out_and_table(test_tool, tmp_path):
     assert cfg.load_from == 'ckpt.pth'
     assert cfg.test_evaluator[0]['type'] == 'Accuracy'
     assert cfg.test_evaluator[1] == dict(type='DumpResults', out_file_path='preds.pkl')
-    with pytest.raises(SystemExit, match='.pkl'):
-        test_tool.setup_cfg(test_tool.parse_args([CIFAR100_CFG, 'c.pth', '--out', 'p.json']))
+    with pytest.raises(SystemExit, match='.pkl'):  # .json is accepted too (issue 12)
+        test_tool.setup_cfg(test_tool.parse_args([CIFAR100_CFG, 'c.pth', '--out', 'p.txt']))
     table = test_tool.format_metrics({'accuracy/top1': 26.5625, 'coco/bbox_mAP': 0.337,
                                       'note': 'x'})
     lines = table.splitlines()

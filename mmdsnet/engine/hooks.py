@@ -7,7 +7,7 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 
 
@@ -118,6 +118,8 @@ class CheckpointMatchHook(Hook):
         from mmdsnet.models.pretrained import compare_state_dicts
         source = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if isinstance(model, BaseTTAModel):  # --tta: the checkpoint is the wrapped model's
+            model = model.module
         cmp = compare_state_dicts(model.state_dict(), source)
         name = runner._load_from or 'the checkpoint'
         line = f'{name}: {len(cmp.matched)}/{cmp.total} model tensors match'
