@@ -84,7 +84,8 @@ def test_op_equals_reference_with_cp(cls, train):
 
 @pytest.mark.parametrize('kwargs', [dict(shortcut='dense_x'), dict(shortcut='dense_identity'),
                                     dict(shortcut_weight='none'),
-                                    dict(shortcut_init='last'), dict(shortcut_init='uniform')])
+                                    dict(shortcut_init='last'), dict(shortcut_init='uniform'),
+                                    dict(block_cfg=dict(strided_inner='pool'))])
 def test_op_equals_reference_other_modes(kwargs):
     _compare(randomize(_tiny(DS2Net, **kwargs)).double(), True)
 

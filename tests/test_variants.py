@@ -93,3 +93,27 @@ def test_import_mmdsnet_does_not_import_mmdet_or_mmpretrain():
             'assert not bad, bad; print("clean")')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert out.returncode == 0 and 'clean' in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize('block', ['bottleneck', 'bottle2neck'])
+def test_strided_inner_shortcut_choice(block):
+    """DS2 on a stride-2 3x3 conv: 'skip' (the default, the paper's parameter count) or 'pool'
+    (N of the 2x2-averaged input), a config choice (docs/design.md)."""
+    from mmdsnet.models import DS2Net
+    kw = dict(depth=50, block=block, base_channels=8, stem='cifar', out_indices=(3, ))
+    skip, pool = DS2Net(**kw), DS2Net(**kw, block_cfg=dict(strided_inner='pool'))
+    strided = [f'layer{i}.0' for i in (2, 3, 4)]
+    for name in strided:
+        blk = dict(skip.named_modules())[name]
+        assert blk.stride == 2 and blk.inner_aggregation is None
+        assert dict(pool.named_modules())[name].inner_aggregation is not None
+    extra = sum(p.numel() for p in pool.parameters()) - sum(p.numel() for p in skip.parameters())
+    widths = [dict(pool.named_modules())[n].inner_aggregation.channels for n in strided]
+    assert extra == sum(widths)  # one W vector per strided block, nothing else
+    x = torch.randn(2, 3, 15, 13)  # odd sizes: the pooled source matches the strided conv
+    out = pool(x)[0]
+    out.mean().backward()
+    w = dict(pool.named_parameters())['layer3.0.inner_aggregation.shortcuts.0.weight']
+    assert w.grad is not None and w.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"strided_inner must be one of \('skip', 'pool'\)"):
+        DS2Net(**kw, block_cfg=dict(strided_inner='avg'))

@@ -12,6 +12,9 @@ from torch import Tensor, nn
 
 from .layers import DenseAggregation, keep_legacy_keys
 
+#: The DS2 inner shortcut of a stride-2 3x3 conv (``block_cfg=dict(strided_inner=...)``).
+STRIDED_INNER = ('skip', 'pool')
+
 
 def bottleneck_width(planes: int, groups: int = 1, width_per_group: int = 64) -> int:
     """Width of a bottleneck's 3x3 conv (torchvision's rule).
@@ -55,9 +58,16 @@ class _Block(nn.Module):
         return name
 
     def _build_inner_shortcut(self, enabled: bool, channels: int, shortcut_norm_cfg,
-                              shortcut_weight: str, shortcut_init) -> None:
-        # Skipped where the 3x3 conv has stride 2: its input and output shapes differ.
-        if enabled and self.stride == 1:
+                              shortcut_weight: str, shortcut_init, strided: str) -> None:
+        # Where the 3x3 conv has stride 2 its input and output shapes differ: 'skip' (ours, the
+        # paper's parameter count) builds no inner shortcut there, 'pool' averages the input
+        # over 2x2 windows (ceil mode: the strided conv's output size) before N.
+        if strided not in STRIDED_INNER:
+            raise ValueError(f'strided_inner must be one of {STRIDED_INNER}, got {strided!r}')
+        self.inner_pool = (nn.AvgPool2d(self.stride, self.stride, ceil_mode=True,
+                                        count_include_pad=False)
+                           if enabled and self.stride != 1 and strided == 'pool' else None)
+        if enabled and (self.stride == 1 or self.inner_pool is not None):
             self.inner_aggregation = DenseAggregation(channels, 1, shortcut_norm_cfg,
                                                       shortcut_weight, shortcut_init)
             # saved as before it was one module: inner_norm.*, inner_shortcut.weight
@@ -68,6 +78,8 @@ class _Block(nn.Module):
 
     def _inner_aggregate(self, out: Tensor, u: Tensor) -> Tensor:
         """DS2Net: ``act(out + w * N(u))``, ``u`` being the input of the 3x3 conv(s)."""
+        if self.inner_pool is not None:
+            u = self.inner_pool(u)
         return self.inner_aggregation(out, [self.inner_aggregation.normalize(0, u)])
 
     def project(self, x: Tensor) -> Tensor:
@@ -102,7 +114,7 @@ class DSBasicBlock(_Block):
         self.conv2 = build_conv_layer(conv_cfg, out_channels, out_channels, 3, padding=1,
                                       bias=False)
         self.last_norm_name = self._add_norm(out_channels, 2)
-        self.inner_aggregation = None
+        self.inner_aggregation = self.inner_pool = None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
@@ -115,8 +127,10 @@ class DSBottleneck(_Block):
     Args:
         groups (int): Groups of the 3x3 conv (ResNeXt cardinality). Defaults to 1.
         width_per_group (int): See :func:`bottleneck_width`. Defaults to 64.
-        inner_shortcut (bool): DS2Net's ``act(bn2(conv2(u)) + w * N(u))`` around the 3x3 conv,
-            skipped on a stride-2 3x3 conv. Defaults to False.
+        inner_shortcut (bool): DS2Net's ``act(bn2(conv2(u)) + w * N(u))`` around the 3x3 conv.
+            Defaults to False.
+        strided_inner (str): The inner shortcut of a stride-2 3x3 conv: ``'skip'`` (none, the
+            default) or ``'pool'`` (``N(avgpool_2x2(u))``). See docs/design.md.
     """
 
     expansion = 4
@@ -124,8 +138,9 @@ class DSBottleneck(_Block):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
                  groups: int = 1, width_per_group: int = 64,
-                 inner_shortcut: bool = False, shortcut_norm_cfg=None,
-                 shortcut_weight: str = 'channel', shortcut_init=1.0) -> None:
+                 inner_shortcut: bool = False, strided_inner: str = 'skip',
+                 shortcut_norm_cfg=None, shortcut_weight: str = 'channel',
+                 shortcut_init=1.0) -> None:
         super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
         mid = bottleneck_width(out_channels // self.expansion, groups, width_per_group)
         self.conv1 = build_conv_layer(conv_cfg, in_channels, mid, 1, bias=False)
@@ -137,7 +152,7 @@ class DSBottleneck(_Block):
         self.conv3 = build_conv_layer(conv_cfg, mid, out_channels, 1, bias=False)
         self.last_norm_name = self._add_norm(out_channels, 3)
         self._build_inner_shortcut(inner_shortcut, mid, shortcut_norm_cfg, shortcut_weight,
-                                   shortcut_init)
+                                   shortcut_init, strided_inner)
 
     def forward(self, x: Tensor) -> Tensor:
         u = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
@@ -153,7 +168,8 @@ class DSBottle2neck(_Block):
         base_width (int): Width of one split at 64 planes (Res2Net-50 26w x 4s: 26).
         scales (int): Number of splits. Defaults to 4.
         inner_shortcut (bool): DS2 around the whole multi-scale 3x3 group:
-            ``act(concat + w * N(u))`` with ``u`` the group's input; skipped on strided blocks.
+            ``act(concat + w * N(u))`` with ``u`` the group's input.
+        strided_inner (str): As :class:`DSBottleneck`'s, for a strided block.
     """
 
     expansion = 4
@@ -162,8 +178,9 @@ class DSBottle2neck(_Block):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
                  first_block: bool = False, base_width: int = 26, scales: int = 4,
-                 inner_shortcut: bool = False, shortcut_norm_cfg=None,
-                 shortcut_weight: str = 'channel', shortcut_init=1.0) -> None:
+                 inner_shortcut: bool = False, strided_inner: str = 'skip',
+                 shortcut_norm_cfg=None, shortcut_weight: str = 'channel',
+                 shortcut_init=1.0) -> None:
         super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
         if scales < 2:
             raise ValueError(f'scales must be >= 2 for block="bottle2neck", got {scales}')
@@ -186,7 +203,7 @@ class DSBottle2neck(_Block):
         self.conv3 = build_conv_layer(conv_cfg, mid, out_channels, 1, bias=False)
         self.last_norm_name = self._add_norm(out_channels, 3)
         self._build_inner_shortcut(inner_shortcut, mid, shortcut_norm_cfg, shortcut_weight,
-                                   shortcut_init)
+                                   shortcut_init, strided_inner)
 
     def forward(self, x: Tensor) -> Tensor:
         u = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))

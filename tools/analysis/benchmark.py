@@ -65,9 +65,13 @@ def _mmpretrain(name, **kw):
     return {'ResNet': ResNet, 'DenseNet': DenseNet}[name](**kw)
 
 
-def _mmdet_resnet50():
+def _mmdet_resnet50(norm_eval=False):
     from mmdet.models.backbones import ResNet  # imports mmcv.ops: needs mmcv's compiled ops
-    return ResNet(depth=50, out_indices=(3, ))
+
+    # norm_eval=False: every model here trains its BatchNorms. mmdet's own default (True, for
+    # detection fine-tuning) keeps them in eval mode, which alone makes a training step ~7% cheaper
+    # on a CPU (ResNet50-mmdet-normeval; docs/performance.md, issue 15).
+    return ResNet(depth=50, out_indices=(3, ), norm_eval=norm_eval)
 
 
 def _torchvision_resnet50():
@@ -84,6 +88,7 @@ ZOO = {
     'DSNet101': lambda: _dsnet(depth=101),
     'DS2Net101': lambda: _dsnet(depth=101, ds2=True),
     'ResNet50-mmdet': _mmdet_resnet50,
+    'ResNet50-mmdet-normeval': lambda: _mmdet_resnet50(norm_eval=True),  # mmdet's default
     'ResNet50-mmpretrain': lambda: _mmpretrain('ResNet', depth=50),
     'ResNet50-torchvision': _torchvision_resnet50,
     # DenseNet-264 (Huang et al.): growth 32, blocks 6-12-64-48; not in mmpretrain's arch table
