@@ -1,6 +1,6 @@
 """Evaluation helpers shared by the tools (no mmdet import)."""
 from .coco_table import (COLUMNS, PAPER_TABLE8, build_rows, format_table, is_coco2014,
-                         read_metrics, table8_view)
+                         read_json_records, read_metrics, table8_view)
 
 __all__ = ['COLUMNS', 'PAPER_TABLE8', 'build_rows', 'format_table', 'is_coco2014',
-           'read_metrics', 'table8_view']
+           'read_json_records', 'read_metrics', 'table8_view']

@@ -27,8 +27,8 @@ PAPER_TABLE8: Dict[str, Tuple[float, float, float]] = {
 }
 
 
-def _records(path: str) -> List[dict]:
-    """Every dict in a json file or a json-lines file."""
+def read_json_records(path: str) -> List[dict]:
+    """Every dict in a json file or a json-lines file (MMEngine's logs and scalars.json)."""
     with open(path) as f:
         text = f.read()
     try:
@@ -79,7 +79,7 @@ def read_metrics(path: str) -> Tuple[Dict[str, float], str]:
         raise FileNotFoundError(f'{path}: no such work dir or json file')
     for f in reversed(files):  # newest first
         try:
-            recs = _records(f)
+            recs = read_json_records(f)
         except (OSError, UnicodeDecodeError):
             continue
         found = [m for m in map(_normalise, recs) if m]

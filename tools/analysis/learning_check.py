@@ -169,13 +169,14 @@ TWIN = 'twin (identity)'
 
 
 def run(models: List[str], seeds: List[int], iters: int, cfg_options: Optional[dict] = None,
-        data: Optional[dict] = None, log=print, twin: bool = True, **train_kwargs) -> dict:
+        data: Optional[dict] = None, log=print, twin: bool = True, only_twin: bool = False,
+        **train_kwargs) -> dict:
     """Train every model and its identity twin (once, from the first model's config) for every
     seed; returns ``{name: {'runs': [...], ...}}``."""
     data = data or textures10()
     cfgs = {m: load_cfg(m, cfg_options) for m in models}
-    jobs = ([(TWIN, cfgs[models[0]], True)] if twin else []) + [(m, cfgs[m], False)
-                                                               for m in models]
+    jobs = (([(TWIN, cfgs[models[0]], True)] if twin or only_twin else [])
+            + ([] if only_twin else [(m, cfgs[m], False) for m in models]))
     results = {name: dict(runs=[]) for name, _, _ in jobs}
     for seed in seeds:
         for name, cfg, twin in jobs:
@@ -253,6 +254,8 @@ def main(argv=None):
                    help='config overrides applied to every model (the twin too), VALUE a Python '
                    "literal or a string, e.g. model.backbone.shortcut_init=1.0 or "
                    "\"model.backbone.shortcut_norm_cfg={'type': 'GN', 'num_groups': 8}\"")
+    p.add_argument('--only-twin', action='store_true',
+                   help='train only the identity twin (e.g. under a --cfg-options recipe)')
     p.add_argument('--no-twin', action='store_true',
                    help='skip the identity twin (e.g. when comparing recipes against one twin '
                    'run: with the same seeds and one thread it repeats exactly)')
@@ -271,7 +274,7 @@ def main(argv=None):
     os.makedirs(args.work_dir, exist_ok=True)
     t0 = time.time()
     results = run(args.models, args.seeds, args.iters, options, twin=not args.no_twin,
-                  warmup=args.warmup)
+                  only_twin=args.only_twin, warmup=args.warmup)
     text = report(results, args.iters)
     print(text)
     print(f'total {time.time() - t0:.0f} s, {args.threads} threads')

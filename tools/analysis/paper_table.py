@@ -33,7 +33,7 @@ MISSING = 'missing'
 
 # The paper's numbers for Tables 8 and 9 live with the code that measures them (one copy each).
 from mmdsnet.evaluation import COLUMNS as COCO_COLUMNS  # noqa: E402
-from mmdsnet.evaluation import PAPER_TABLE8, read_metrics  # noqa: E402
+from mmdsnet.evaluation import PAPER_TABLE8, read_json_records, read_metrics  # noqa: E402
 
 #: Table 8 rows -> the configs that train them (the full name, then the short alias).
 TABLE8_CONFIGS = {
@@ -126,26 +126,14 @@ def index_work_dirs(paths: Sequence[str]) -> Dict[str, str]:
     return found
 
 
-def _records(path: str) -> List[dict]:
-    out = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-    return out
-
-
 def read_accuracy(work_dir: str) -> Optional[Tuple[Dict[str, float], str]]:
     """The last ``accuracy/top1`` (and top5) record in the newest json log, with its source."""
     files = sorted(glob.glob(osp.join(work_dir, '*', '*.json'))
                    + glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')),
                    key=osp.getmtime)
     for f in reversed(files):
-        recs = [r for r in _records(f) if isinstance(r.get('accuracy/top1'), (int, float))]
+        recs = [r for r in read_json_records(f)
+                if isinstance(r.get('accuracy/top1'), (int, float))]
         if recs:
             rec = recs[-1]
             src = osp.relpath(f, osp.dirname(osp.normpath(work_dir)))
