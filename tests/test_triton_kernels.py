@@ -48,7 +48,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(
     find_spec('triton') is None,
-    reason='triton is not installed: no Triton kernel is registered, the ATen path is all there is')
+    reason='triton is not installed: no Triton kernel is registered, ATen is all there is')
 
 # ------------------------------------------------------------------ the cases (run in the child)
 #: norm -> (channels, groups, statistics): 'group' (GN / LN / IN, own), 'batch' (BatchNorm batch
@@ -488,7 +488,8 @@ def interpreted():
 
 def _result(interpreted, name):
     r = interpreted.get(name)
-    assert r is not None, f'the interpreter child did not report {name}: {interpreted["__child__"]}'
+    assert r is not None, f'the interpreter child did not report {name}: ' \
+        f'{interpreted["__child__"]}'
     assert r['ok'], r['error']
 
 
