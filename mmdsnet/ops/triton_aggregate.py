@@ -88,7 +88,10 @@ _TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl
 
 
 # ---------------------------------------------------------------------------------- kernels
-@triton.jit
+# Counts (sources, samples, tiles, groups) are not specialized on: one compiled kernel for every
+# value, where Triton would otherwise compile another one for the value 1 (one source: DS2's
+# inner shortcut, the first dense block) and for multiples of 16.
+@triton.jit(do_not_specialize=['N', 'P'])
 def _stats_partial_kernel(y_ptr, part_ptr, N, C, HW, P, syn, syc, syh,
                           ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """Tile ``p`` of sample ``n``: per channel ``c``, over the tile's valid positions ``hw``,
@@ -109,7 +112,7 @@ def _stats_partial_kernel(y_ptr, part_ptr, N, C, HW, P, syn, syc, syh,
     tl.store(part_ptr + N * C * P + out, tl.sum(d * d, 1), mask=cm)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['N', 'P', 'G', 'ROWS'])
 def _stats_combine_kernel(part_ptr, mean_ptr, rstd_ptr, N, C, HW, P, G, ROWS, eps,
                           ACC: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr):
     """Statistic ``(m, g)``: merge the tile partials of its ``ROWS`` samples (``m`` itself when
@@ -146,7 +149,7 @@ def _stats_combine_kernel(part_ptr, mean_ptr, rstd_ptr, N, C, HW, P, G, ROWS, ep
     tl.store(rstd_ptr + out, 1. / tl.sqrt(m2 / count + eps))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['S'])
 def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
                       sxn, sxc, sxh, syn, syc, syh, son, soc, soh,
                       HAS_W: tl.constexpr, Y_T: tl.constexpr, ACC: tl.constexpr,
@@ -179,7 +182,7 @@ def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
              acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['S', 'N', 'P'])
 def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, part_ptr, S, N, C, HW, P,
                             sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
                             SUM_G: tl.constexpr, Y_T: tl.constexpr, ACC: tl.constexpr,
@@ -215,7 +218,7 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, part_ptr, S, N
         tl.store(part_ptr + (i + 1) * N * C * P + dst, tl.sum(g * y_hat, 1), mask=cm)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['N', 'P', 'MG'])
 def _backward_terms_kernel(part_ptr, w_ptr, table_ptr, terms_ptr, N, C, HW, P, MG,
                            HAS_W: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr):
     """Source ``j`` of the table, statistic ``(m, g)``: ``E[w g]`` and ``E[w g y_hat]`` over
@@ -257,7 +260,7 @@ def _backward_terms_kernel(part_ptr, w_ptr, table_ptr, terms_ptr, N, C, HW, P, M
     tl.store(dst + MG, tl.sum(sum_hy, 0) / count, mask=ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['S', 'MG'])
 def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, terms_ptr, w_ptr, S, C, HW, MG,
                            sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
                            szn, szc, szh, HAS_W: tl.constexpr, G_FROM_DX: tl.constexpr,
