@@ -198,7 +198,9 @@ class Runner:
         self.ce = nn.CrossEntropyLoss()
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=AMP[self.amp], enabled=bool(self.amp))
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=AMP[self.amp])
 
     def loss(self, out):
         if self.backbone_only:  # the detection regime: every output feeds the loss
