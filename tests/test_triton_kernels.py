@@ -25,8 +25,8 @@ case's result from the child. Cases:
   operator (GN, BatchNorm batch and running statistics, none); a DS2Net training step against
   the reference form in float64 (1e-9) and a DSNet bf16-autocast step against the ATen
   operators;
-* inputs the kernels do not take (a strided slice, sources of two dtypes) give ATen's result
-  without launching a kernel.
+* inputs the kernels do not take (a strided slice, sources of two dtypes, any input while a
+  CUDA graph is captured) give ATen's result without launching a kernel.
 
 Outside the interpreter (this process): every kernel compiles to an H100 binary with triton's
 own compiler (no GPU needed); the CUDA kernels are registered and the CPU keeps ATen; with
@@ -409,6 +409,7 @@ def check_fallbacks():
     kernels = ('_stats_partial_kernel', '_aggregate_kernel', '_backward_reduce_kernel',
                '_backward_apply_kernel')
     saved = {k: getattr(ta, k) for k in kernels}
+    capturing = ta._capturing
 
     class Refuse:
         def __getitem__(self, grid):
@@ -428,9 +429,21 @@ def check_fallbacks():
         stats = ([mean.float()] * 2, [rstd.float()] * 2, None, [1, 1])
         _close('mixed dtypes', ta.dense_aggregate(x.float(), mixed, *stats),
                _aten('aggregate')(x.float(), mixed, *stats), 0)
+        # while a CUDA graph is captured (simulated: the check that CUDA tensors would get)
+        ta._capturing = lambda t: True
+        ys = [x, x.clone()]
+        mean, rstd = ta.norm_stats(x, 2, 1e-5, False)
+        _close('capture: mean', mean, _aten('stats')(x, 2, 1e-5, False)[0], 0)
+        stats = ([mean, mean], [rstd, rstd], None, [1, 1])
+        out = ta.dense_aggregate(x, ys, *stats)
+        _close('capture: output', out, _aten('aggregate')(x, ys, *stats), 0)
+        _close('capture: dL/dx', ta.dense_aggregate_backward(x, out, ys, *stats, [True] * 2,
+                                                             False)[0],
+               _aten('backward')(x, out, ys, *stats, [True] * 2, False)[0], 0)
     finally:
         for k, v in saved.items():
             setattr(ta, k, v)
+        ta._capturing = capturing
 
 
 OTHER_CASES = {

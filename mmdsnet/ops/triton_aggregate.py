@@ -7,7 +7,8 @@ same single nodes as before. Each function runs the kernels where it can and han
 to the ATen implementation (:func:`_aten`): an input dtype other than fp16 / bf16 / fp32 / fp64,
 sources of different dtypes or strides, spatial dimensions that do not collapse to one stride (a
 strided slice), statistics whose shape is not ``(N or 1, G)`` with ``G`` dividing ``C``, no
-source, an empty tensor, or arguments that do not match (ATen then raises its error).
+source, an empty tensor, a CUDA graph being captured (the pointer table is made per call), or
+arguments that do not match (ATen then raises its error).
 
 Notation (paper Eq. 12 with ``N`` written out): ``y_hat_i = (y_i - mean_i) * rstd_i``, the
 statistics broadcast over the ``C / G`` channels of each group and, with one row, over the batch;
@@ -328,6 +329,12 @@ def _flat(t: Tensor) -> Optional[Tuple[int, int, int]]:
     return t.stride(0), t.stride(1), dims[-1][1] if dims else 1
 
 
+def _capturing(t: Tensor) -> bool:
+    """Whether a CUDA graph is being captured on ``t``'s device: the per-call pointer table
+    would be baked into the graph and be stale on replay, so ATen runs instead."""
+    return t.device.type == 'cuda' and torch.cuda.is_current_stream_capturing()
+
+
 def _hw(t: Tensor) -> int:
     return t.numel() // (t.shape[0] * t.shape[1])
 
@@ -359,7 +366,7 @@ class _Sources:
         self.ok = False
         n, c = ref.shape[:2] if ref.dim() >= 2 else (0, 0)
         s = len(ys)
-        if (s == 0 or ref.dim() < 2 or ref.numel() == 0 or ref.dtype not in _TL
+        if (s == 0 or ref.dim() < 2 or ref.numel() == 0 or ref.dtype not in _TL or _capturing(ref)
                 or not (len(means) == len(rstds) == s)
                 or (weight is not None and weight.numel() != s * c)):
             return
@@ -404,7 +411,7 @@ def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Te
     channel over the batch, ``(1, C)`` (``over_batch``); one pass over ``y``."""
     strides = _flat(y) if y.dim() >= 2 else None
     if (strides is None or y.dtype not in _TL or y.numel() == 0 or groups <= 0
-            or y.shape[1] % groups or (over_batch and groups != y.shape[1])):
+            or y.shape[1] % groups or (over_batch and groups != y.shape[1]) or _capturing(y)):
         return _aten(_stats_op)(y, groups, eps, over_batch)
     n, c = y.shape[:2]
     hw = _hw(y)
