@@ -29,9 +29,9 @@ case's result from the child. Cases:
   CUDA graph is captured) give ATen's result without launching a kernel.
 
 Outside the interpreter (this process): every kernel compiles to an H100 binary with triton's
-own compiler (no GPU needed); the CUDA kernels are registered and the CPU keeps ATen; with
-triton hidden, mmdsnet imports and trains on the CPU as before. Without triton installed,
-everything here is skipped.
+own compiler (no GPU needed), and aligned sources get vector loads; the CUDA kernels are
+registered and the CPU keeps ATen; with triton hidden, mmdsnet imports and trains on the CPU as
+before. Without triton installed, everything here is skipped.
 """
 import contextlib
 import copy
@@ -175,11 +175,13 @@ def check_kernels(norm, dtype, layout, n, tiles, sources, full, size=(5, 7)):
 
     def t():
         """A map (offset, so that means are not ~0) inside a storage whose elements before and
-        after it are NaN: a load that a mask should have stopped brings a NaN into a sum."""
+        after it are NaN: a load that a mask should have stopped brings a NaN into a sum. With
+        N = 2 the map starts one element in: not 16-byte aligned (the kernels' other path)."""
         v = (torch.randn(n, c, *size, generator=gen, dtype=torch.float64) + 0.5).to(
             dtype).contiguous(memory_format=fmt)
-        buf = torch.full((v.numel() + 2 * 64, ), float('nan'), dtype=dtype)
-        return torch.as_strided(buf, v.shape, v.stride(), 64).copy_(v)
+        pad = 64 + (n == 2)
+        buf = torch.full((v.numel() + 2 * pad, ), float('nan'), dtype=dtype)
+        return torch.as_strided(buf, v.shape, v.stride(), pad).copy_(v)
     x, ys, grad = t(), [t() for _ in range(sources)], t()
     with _tiles(tiles), _no_fallback():
         if kind in ('group', 'batch'):
@@ -254,8 +256,8 @@ def check_partial_sums():
     strides = ta._flat(y)
     ta._backward_reduce_kernel[(p, triton.cdiv(c, block_c), n)](
         grad, out, dx, table, part, 1, n, c, hw, p, *strides, *strides, *strides, *strides,
-        SUM_G=True, Y_T=ta._TL[torch.float64], ACC=ta._TL[torch.float64], BLOCK_C=block_c,
-        BLOCK_HW=block_hw)
+        SUM_G=True, ALIGNED=False, Y_T=ta._TL[torch.float64], ACC=ta._TL[torch.float64],
+        BLOCK_C=block_c, BLOCK_HW=block_hw)
     _close('dL/dx', dx, g, 0)
     _close('tile sums of g', part[0], tile_sums(g), 1e-12)
     _close('tile sums of g * y_hat', part[1], tile_sums(g * y_hat), 1e-12)
@@ -561,18 +563,19 @@ def _compile_cases():
         yield ta._stats_combine_kernel, dict(part_ptr=a, mean_ptr=a, rstd_ptr=a, eps='fp32'), \
             dict(ACC=acc, BLOCK_HW=512, BLOCK_R=256)
         for has_w in (True, False):
-            yield ta._aggregate_kernel, dict(maps, table_ptr='*i64', w_ptr=a), dict(
-                HAS_W=has_w, Y_T=yt, ACC=acc, BLOCK_C=64, BLOCK_HW=32)
             yield ta._backward_terms_kernel, dict(part_ptr=a, w_ptr=a, table_ptr='*i64',
                                                   terms_ptr=a), dict(HAS_W=has_w, ACC=acc,
                                                                      BLOCK_R=256)
-            for from_dx in (True, False):
+            for aligned in (True, False):
+                yield ta._aggregate_kernel, dict(maps, table_ptr='*i64', w_ptr=a), dict(
+                    HAS_W=has_w, ALIGNED=aligned, Y_T=yt, ACC=acc, BLOCK_C=64, BLOCK_HW=32)
                 yield ta._backward_apply_kernel, dict(maps, table_ptr='*i64', terms_ptr=a,
                                                       w_ptr=a), dict(
-                    HAS_W=has_w, G_FROM_DX=from_dx, Y_T=yt, ACC=acc, BLOCK_C=4, BLOCK_HW=512)
+                    HAS_W=has_w, G_FROM_DX=aligned, ALIGNED=aligned, Y_T=yt, ACC=acc,
+                    BLOCK_C=4, BLOCK_HW=512)
         for sum_g in (True, False):
             yield ta._backward_reduce_kernel, dict(maps, table_ptr='*i64', part_ptr=a), dict(
-                SUM_G=sum_g, Y_T=yt, ACC=acc, BLOCK_C=4, BLOCK_HW=512)
+                SUM_G=sum_g, ALIGNED=sum_g, Y_T=yt, ACC=acc, BLOCK_C=4, BLOCK_HW=512)
 
 
 def test_kernels_compile_for_a_gpu():
@@ -590,4 +593,31 @@ def test_kernels_compile_for_a_gpu():
         compiled = triton.compile(src, target=target)
         assert compiled.asm.get('cubin'), kernel.__name__
         count += 1
-    assert count == 36
+    assert count == 42
+
+
+def test_aligned_sources_get_vector_loads():
+    """A source pointer read from the table carries no alignment; with ``ALIGNED`` (every source
+    on 16 bytes) the forward kernel's loads of the sources become 16-byte vector loads (NCHW
+    float32, strides and sizes multiples of 16, as the JIT specializes them on a GPU)."""
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+
+    from mmdsnet.ops import triton_aggregate as ta
+    kernel = ta._aggregate_kernel
+    names = kernel.arg_names
+    vector_loads = {}
+    for aligned in (False, True):
+        constexprs = dict(sxh=1, syh=1, soh=1, HAS_W=True, ALIGNED=aligned, Y_T=tl.float32,
+                          ACC=tl.float32, BLOCK_C=4, BLOCK_HW=512)
+        types = dict(x_ptr='*fp32', out_ptr='*fp32', table_ptr='*i64', w_ptr='*fp32')
+        signature = {n: 'constexpr' if n in constexprs else types.get(n, 'i32') for n in names}
+        divisible = ('x_ptr', 'out_ptr', 'w_ptr', 'table_ptr', 'C', 'HW', 'sxn', 'sxc', 'syn',
+                     'syc', 'son', 'soc')
+        attrs = {(names.index(n), ): [['tt.divisibility', 16]] for n in divisible}
+        src = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs,
+                                        attrs=attrs)
+        ptx = triton.compile(src, target=GPUTarget('cuda', 90, 32)).asm['ptx']
+        vector_loads[aligned] = ptx.count('ld.global.v4')
+    assert vector_loads[True] > vector_loads[False], vector_loads

@@ -153,13 +153,15 @@ def _stats_combine_kernel(part_ptr, mean_ptr, rstd_ptr, N, C, HW, P, G, ROWS, ep
 @triton.jit(do_not_specialize=['S'])
 def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
                       sxn, sxc, sxh, syn, syc, syh, son, soc, soh,
-                      HAS_W: tl.constexpr, Y_T: tl.constexpr, ACC: tl.constexpr,
-                      BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+                      HAS_W: tl.constexpr, ALIGNED: tl.constexpr, Y_T: tl.constexpr,
+                      ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """``out = relu(x + sum_i w_i * (y_i - mean_i) * rstd_i)`` on one tile, in one pass.
 
     ``table`` row ``i`` (int64): ``y_i``, ``mean_i``, ``rstd_i`` (pointers), the statistics'
     row stride (``G``, or 0 when one row serves the batch) and channels per group: the statistic
-    of ``(n, c)`` is at ``n * row_stride + c // cpg``. ``w`` is ``(S, C)``."""
+    of ``(n, c)`` is at ``n * row_stride + c // cpg``. ``w`` is ``(S, C)``. ``ALIGNED``: every
+    ``y_i`` starts on 16 bytes (a pointer read from memory carries no alignment the compiler
+    can see; without the hint, loads through it are not vectorized)."""
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     n = tl.program_id(2).to(tl.int64)
     hw = tl.program_id(0) * BLOCK_HW + tl.arange(0, BLOCK_HW)
@@ -171,6 +173,8 @@ def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
     for i in range(S):
         row = table_ptr + i * 5
         y_ptr = tl.load(row).to(tl.pointer_type(Y_T))
+        if ALIGNED:
+            y_ptr = tl.multiple_of(y_ptr, 16)
         s = n * tl.load(row + 3) + c // tl.load(row + 4)
         mean = tl.load(tl.load(row + 1).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
         a = tl.load(tl.load(row + 2).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
@@ -186,8 +190,8 @@ def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
 @triton.jit(do_not_specialize=['S', 'N', 'P'])
 def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, part_ptr, S, N, C, HW, P,
                             sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
-                            SUM_G: tl.constexpr, Y_T: tl.constexpr, ACC: tl.constexpr,
-                            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+                            SUM_G: tl.constexpr, ALIGNED: tl.constexpr, Y_T: tl.constexpr,
+                            ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """First backward pass, tile ``p`` of sample ``n``: ``g = grad * [out > 0]``, stored as
     ``dL/dx``; per channel ``sum_hw g`` (``part[0]``, if ``SUM_G``) and, for every source of the
     table (rows as in :func:`_aggregate_kernel`), ``sum_hw g * (y_i - mean_i) * rstd_i``
@@ -211,6 +215,8 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, part_ptr, S, N
     for i in range(S):
         row = table_ptr + i * 5
         y_ptr = tl.load(row).to(tl.pointer_type(Y_T))
+        if ALIGNED:
+            y_ptr = tl.multiple_of(y_ptr, 16)
         s = n * tl.load(row + 3) + c // tl.load(row + 4)
         mean = tl.load(tl.load(row + 1).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
         rstd = tl.load(tl.load(row + 2).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
@@ -265,8 +271,8 @@ def _backward_terms_kernel(part_ptr, w_ptr, table_ptr, terms_ptr, N, C, HW, P, M
 def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, terms_ptr, w_ptr, S, C, HW, MG,
                            sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
                            szn, szc, szh, HAS_W: tl.constexpr, G_FROM_DX: tl.constexpr,
-                           Y_T: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
-                           BLOCK_HW: tl.constexpr):
+                           ALIGNED: tl.constexpr, Y_T: tl.constexpr, ACC: tl.constexpr,
+                           BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """Last backward pass, one tile: ``g`` (read back from ``dL/dx`` if the reduce pass wrote it,
     ``G_FROM_DX``, else ``grad * [out > 0]``, then stored as ``dL/dx``), and for every source of
     the table ``dL/dy_i = rstd_i * (w_i g - E[w_i g] - y_hat_i E[w_i g y_hat_i])``, the two
@@ -300,6 +306,9 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, terms_ptr, w_pt
         rstd = tl.load(tl.load(row + 2).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
         own = cm & (tl.load(row + 5) != 0)
         dy_ptr = tl.load(row + 6).to(tl.pointer_type(Y_T))
+        if ALIGNED:  # y_i and dL/dy_i
+            y_ptr = tl.multiple_of(y_ptr, 16)
+            dy_ptr = tl.multiple_of(dy_ptr, 16)
         if HAS_W:
             w = tl.load(w_ptr + tl.load(row + 7) * C + c, mask=cm, other=0.).to(ACC)
         else:
@@ -333,6 +342,12 @@ def _capturing(t: Tensor) -> bool:
     """Whether a CUDA graph is being captured on ``t``'s device: the per-call pointer table
     would be baked into the graph and be stale on replay, so ATen runs instead."""
     return t.device.type == 'cuda' and torch.cuda.is_current_stream_capturing()
+
+
+def _aligned(ts: Sequence[Tensor]) -> bool:
+    """Whether every tensor starts on 16 bytes (the caching allocator's blocks do; views with an
+    offset may not)."""
+    return all(t.data_ptr() % 16 == 0 for t in ts)
 
 
 def _hw(t: Tensor) -> int:
@@ -447,7 +462,8 @@ def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: Lis
         _aggregate_kernel[(triton.cdiv(src.hw, block_hw), triton.cdiv(src.c, block_c), src.n)](
             x, out, table, x if src.weight is None else src.weight, len(ys), src.c, src.hw,
             *x_strides, *src.y_strides, *out_strides, HAS_W=src.weight is not None,
-            Y_T=_TL[ys[0].dtype], ACC=_TL[src.acc], BLOCK_C=block_c, BLOCK_HW=block_hw)
+            ALIGNED=_aligned(ys), Y_T=_TL[ys[0].dtype], ACC=_TL[src.acc], BLOCK_C=block_c,
+            BLOCK_HW=block_hw)
     return out
 
 
@@ -485,7 +501,8 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
             _backward_reduce_kernel[grid](
                 grad, out, dx, _table(src.rows(reduce), out.device), part, len(reduce), n, c,
                 hw, p, *g_strides, *o_strides, *dx_strides, *src.y_strides, SUM_G=bool(own),
-                Y_T=y_t, ACC=_TL[acc], BLOCK_C=block_c, BLOCK_HW=block_hw)
+                ALIGNED=_aligned(ys), Y_T=y_t, ACC=_TL[acc], BLOCK_C=block_c,
+                BLOCK_HW=block_hw)
         if own:
             shapes = [src.layout[i][2:] for i in own]  # (G, M)
             mg = max(groups * rows for groups, rows in shapes)
@@ -506,7 +523,8 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
             _backward_apply_kernel[grid](
                 grad, out, dx, _table(rows, out.device), terms, w, len(needed), c, hw, mg,
                 *g_strides, *o_strides, *dx_strides, *src.y_strides, *z_strides,
-                HAS_W=src.weight is not None, G_FROM_DX=bool(reduce), Y_T=y_t, ACC=_TL[acc],
+                HAS_W=src.weight is not None, G_FROM_DX=bool(reduce),
+                ALIGNED=_aligned(list(ys) + [dys[i] for i in needed]), Y_T=y_t, ACC=_TL[acc],
                 BLOCK_C=block_c, BLOCK_HW=block_hw)
     if need_w:
         dweight = part[1:].sum((1, 3)).to(weight.dtype).reshape(weight.shape)
