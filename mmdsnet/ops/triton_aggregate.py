@@ -51,11 +51,13 @@ count, where fixed-size chunks of sources would read and write the running sum o
 set of strides (true in the models; otherwise ATen runs), and the table is copied to the device
 per call (a few hundred bytes, from pinned memory, without synchronizing).
 
-Arithmetic is in float32 whatever the input dtype (float64 for float64 input); loads and stores
-of the feature maps are masked, so any ``H``, ``W``, ``C``, ``N >= 1`` and group size work; NCHW,
-channels_last and any layout whose spatial dimensions collapse to one stride are read through
-their strides, and the tile shape follows the contiguous dimension. The sums are in a fixed
-order (no atomics): results are deterministic.
+Arithmetic is in float32 whatever the input dtype (float64 for float64 input); every block load
+and store (feature maps, statistics, weights, partials) is masked, and the scalar ones (table
+rows, one statistic per combine program) are in range by construction, so any ``H``, ``W``,
+``C``, ``N >= 1`` and group size work; NCHW, channels_last and any layout whose spatial
+dimensions collapse to one stride are read through their strides, and the tile shape follows
+the contiguous dimension. The sums are in a fixed order (no atomics): results are
+deterministic.
 
 The kernels also run on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1`` set before
 triton is imported): that is how tests/test_triton_kernels.py checks them without a GPU.
