@@ -385,7 +385,8 @@ class _Sources:
         s = len(ys)
         if (s == 0 or ref.dim() < 2 or ref.numel() == 0 or ref.dtype not in _TL or _capturing(ref)
                 or not (len(means) == len(rstds) == s)
-                or (weight is not None and weight.numel() != s * c)):
+                or (weight is not None and (weight.numel() != s * c
+                                            or weight.device != ref.device))):
             return
         y0 = ys[0]
         self.acc = stats_dtype(ref.dtype)
