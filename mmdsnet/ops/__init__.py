@@ -3,14 +3,21 @@
 ``torch.ops.mmdsnet.norm_stats`` and ``torch.ops.mmdsnet.dense_aggregate`` (with its backward) are
 registered when this package is imported. They have one implementation of stock ATen operators for
 every device; a device-specific kernel is registered beside it with the operator's
-``register_kernel(device_type)``. mmengine's FLOP counter (what mmdet's and mmpretrain's
-``get_flops.py`` use) learns their cost here, counted as it counts the reference form.
+``register_kernel(device_type)``: the Triton kernels of :mod:`mmdsnet.ops.triton_aggregate` for
+CUDA tensors, wherever triton imports. mmengine's FLOP counter (what mmdet's and
+mmpretrain's ``get_flops.py`` use) learns their cost here, counted as it counts the reference form.
 """
 from .dense_aggregate import (dense_aggregate, dense_aggregate_backward, export_decompositions,
                               norm_stats, stats_dtype)
 from .flops import register_flop_handles
 
 register_flop_handles()
+try:  # CUDA tensors take the Triton kernels (triton_aggregate.py) where triton imports
+    from .triton_aggregate import register_cuda_kernels
+except ImportError:  # no triton (or a broken one): the ATen implementation everywhere
+    pass
+else:
+    register_cuda_kernels()
 
 __all__ = ['dense_aggregate', 'dense_aggregate_backward', 'export_decompositions', 'norm_stats',
            'stats_dtype']

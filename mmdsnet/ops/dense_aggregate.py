@@ -37,7 +37,8 @@ import torch
 from torch import Tensor
 
 __all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'source_backward',
-           'stats_dtype', 'export_decompositions']
+           'stats_dtype', 'export_decompositions', 'norm_stats_aten', 'dense_aggregate_aten',
+           'dense_aggregate_backward_aten']
 
 
 def stats_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -75,8 +76,9 @@ def _like(t: Tensor, ref: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------- norm_stats
-@torch.library.custom_op('mmdsnet::norm_stats', mutates_args=())
-def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Tensor, Tensor]:
+def norm_stats_aten(y: Tensor, groups: int, eps: float,
+                    over_batch: bool) -> Tuple[Tensor, Tensor]:
+    """``mmdsnet::norm_stats``'s implementation of stock ATen operators (every device)."""
     n, c = y.shape[:2]
     acc = stats_dtype(y.dtype)
     y = y.to(acc)  # a copy only for half / bf16 input
@@ -90,6 +92,9 @@ def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Te
     # var_mean over (N, G, -1) is ~6x slower); its normalized output is dropped at once.
     _, mean, rstd = torch.ops.aten.native_group_norm(y, None, None, n, c, _hw(y), groups, eps)
     return mean.reshape(n, groups), rstd.reshape(n, groups)
+
+
+norm_stats = torch.library.custom_op('mmdsnet::norm_stats', norm_stats_aten, mutates_args=())
 
 
 @norm_stats.register_fake
@@ -124,9 +129,9 @@ def _check(x: Tensor, ys: Sequence[Tensor], means: Sequence[Tensor], rstds: Sequ
                              f'residual {tuple(x.shape)}')
 
 
-@torch.library.custom_op('mmdsnet::dense_aggregate', mutates_args=())
-def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
-                    weight: Optional[Tensor], own_stats: List[int]) -> Tensor:
+def dense_aggregate_aten(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
+                         weight: Optional[Tensor], own_stats: List[int]) -> Tensor:
+    """``mmdsnet::dense_aggregate``'s implementation of stock ATen operators (every device)."""
     _check(x, ys, means, rstds, weight, own_stats)
     c = x.shape[1]
     w = None if weight is None else weight.reshape(len(ys), c)
@@ -139,6 +144,10 @@ def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: Lis
     for y, (a, _) in zip(ys, terms):
         out.addcmul_(y, _spatial(a, x))
     return out.relu_().to(x.dtype)
+
+
+dense_aggregate = torch.library.custom_op('mmdsnet::dense_aggregate', dense_aggregate_aten,
+                                          mutates_args=())
 
 
 @dense_aggregate.register_fake
@@ -197,13 +206,14 @@ def source_backward(g: Tensor, y: Tensor, mean: Tensor, rstd: Tensor, w: Optiona
     return (h * a).to(y.dtype), dw
 
 
-@torch.library.custom_op('mmdsnet::dense_aggregate_backward', mutates_args=())
-def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means: List[Tensor],
-                             rstds: List[Tensor], weight: Optional[Tensor],
-                             own_stats: List[int], need_ys: List[bool],
-                             need_weight: bool) -> Tuple[Tensor, List[Tensor], Tensor]:
-    """Gradients of :func:`dense_aggregate`: ``(dx, [dy_i], dweight)``; a ``dy_i`` that is not
-    needed (``need_ys[i]`` false) and ``dweight`` when not needed are empty tensors."""
+def dense_aggregate_backward_aten(grad: Tensor, out: Tensor, ys: List[Tensor],
+                                  means: List[Tensor], rstds: List[Tensor],
+                                  weight: Optional[Tensor], own_stats: List[int],
+                                  need_ys: List[bool],
+                                  need_weight: bool) -> Tuple[Tensor, List[Tensor], Tensor]:
+    """Gradients of :func:`dense_aggregate` (ATen implementation): ``(dx, [dy_i], dweight)``;
+    a ``dy_i`` that is not needed (``need_ys[i]`` false) and ``dweight`` when not needed are
+    empty tensors."""
     g = torch.ops.aten.threshold_backward(grad, out, 0)  # the ReLU, from its output
     c = out.shape[1]
     w = None if weight is None else weight.reshape(len(ys), c)
@@ -221,6 +231,10 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
     dweight = (torch.stack(dw_rows).to(weight.dtype).reshape(weight.shape) if need_w
                else out.new_empty(0))
     return g, dys, dweight
+
+
+dense_aggregate_backward = torch.library.custom_op(
+    'mmdsnet::dense_aggregate_backward', dense_aggregate_backward_aten, mutates_args=())
 
 
 @dense_aggregate_backward.register_fake

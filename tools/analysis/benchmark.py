@@ -20,15 +20,23 @@ goes on with the others.
 * inference images/s (eval mode, ``torch.inference_mode``), alternated like training;
 * parameters and FLOPs of the whole classifier (MMEngine's ``get_model_complexity_info``).
 
-Models: the names in :data:`ZOO` or a config file (its ``model.backbone`` is used). The stock
-baselines (:data:`STOCK`) are added unless ``--no-stock``. Examples::
+Models: the names in :data:`ZOO` or a config file (its ``model.backbone`` is used); a name with
+``@aten`` runs the dense-aggregation operators' ATen implementation where a device kernel (Triton,
+on CUDA) is registered. The stock baselines (:data:`STOCK`, or those of ``--stock``) are added
+unless ``--no-stock``. Other settings: ``--amp bf16|fp16`` (autocast; timing only, no loss
+scaling), ``--channels-last``, ``--compile [BACKEND]`` (``torch.compile`` of the whole model),
+``--input-size H [W]``, ``--out-indices`` and ``--backbone-only`` (no head: the loss is the sum of
+the means of the backbone's outputs, as in the detection regime). Examples::
 
     python tools/analysis/benchmark.py --models DSNet50 DS2Net50 --batch-size 8
     python tools/analysis/benchmark.py --models DSNet50 --threads 1 --clock cpu --repeats 9 \\
         --skip memory infer flops --out work_dirs/bench.json
     python tools/analysis/benchmark.py --device cuda --batch-size 32   # the paper's per-GPU batch
+    python tools/analysis/benchmark.py --device cuda --batch-size 2 --input-size 800 1216 \
+        --backbone-only --out-indices 0 1 2 3 --models ResNet50 DSNet50   # detection regime
 """
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -65,36 +73,52 @@ def _mmpretrain(name, **kw):
     return {'ResNet': ResNet, 'DenseNet': DenseNet}[name](**kw)
 
 
-def _mmdet_resnet50(norm_eval=False):
+def _mmdet_resnet50(out_indices=(3, ), norm_eval=False):
     from mmdet.models.backbones import ResNet  # imports mmcv.ops: needs mmcv's compiled ops
 
     # norm_eval=False: every model here trains its BatchNorms. mmdet's own default (True, for
     # detection fine-tuning) keeps them in eval mode, which alone makes a training step ~7% cheaper
     # on a CPU (ResNet50-mmdet-normeval; docs/performance.md, issue 15).
-    return ResNet(depth=50, out_indices=(3, ), norm_eval=norm_eval)
+    return ResNet(depth=50, out_indices=out_indices, norm_eval=norm_eval)
 
 
-def _torchvision_resnet50():
-    import torchvision
-    net = torchvision.models.resnet50()
-    return nn.Sequential(*list(net.children())[:-2])  # up to layer4: avgpool and fc are ours
+class _TorchvisionResNet50(nn.Module):
+    """torchvision's ResNet50 up to layer4 (avgpool and fc are ours), returning the outputs of
+    the stages in ``out_indices``."""
+
+    def __init__(self, out_indices=(3, )):
+        super().__init__()
+        import torchvision
+        net = torchvision.models.resnet50()
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.out_indices = tuple(out_indices)
+
+    def forward(self, x):
+        x, outs = self.stem(x), []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
 
 
-ZOO = {
-    'ResNet50': lambda: _dsnet(depth=50, shortcut='identity'),  # our identity mode
-    'ResNet152': lambda: _dsnet(depth=152, shortcut='identity'),
-    'DSNet50': lambda: _dsnet(depth=50),
-    'DS2Net50': lambda: _dsnet(depth=50, ds2=True),
-    'DSNet101': lambda: _dsnet(depth=101),
-    'DS2Net101': lambda: _dsnet(depth=101, ds2=True),
+ZOO = {  # name -> constructor; keyword arguments (out_indices) go to the backbone
+    'ResNet50': lambda **kw: _dsnet(depth=50, shortcut='identity', **kw),  # our identity mode
+    'ResNet152': lambda **kw: _dsnet(depth=152, shortcut='identity', **kw),
+    'DSNet50': lambda **kw: _dsnet(depth=50, **kw),
+    'DS2Net50': lambda **kw: _dsnet(depth=50, ds2=True, **kw),
+    'DSNet101': lambda **kw: _dsnet(depth=101, **kw),
+    'DS2Net101': lambda **kw: _dsnet(depth=101, ds2=True, **kw),
     'ResNet50-mmdet': _mmdet_resnet50,
-    'ResNet50-mmdet-normeval': lambda: _mmdet_resnet50(norm_eval=True),  # mmdet's default
-    'ResNet50-mmpretrain': lambda: _mmpretrain('ResNet', depth=50),
-    'ResNet50-torchvision': _torchvision_resnet50,
+    'ResNet50-mmdet-normeval': lambda **kw: _mmdet_resnet50(norm_eval=True, **kw),  # its default
+    'ResNet50-mmpretrain': lambda **kw: _mmpretrain('ResNet', depth=50, **kw),
+    'ResNet50-torchvision': _TorchvisionResNet50,
     # DenseNet-264 (Huang et al.): growth 32, blocks 6-12-64-48; not in mmpretrain's arch table
-    'DenseNet264': lambda: _mmpretrain(
-        'DenseNet', arch=dict(growth_rate=32, depths=[6, 12, 64, 48], init_channels=64)),
+    'DenseNet264': lambda **kw: _mmpretrain(
+        'DenseNet', arch=dict(growth_rate=32, depths=[6, 12, 64, 48], init_channels=64), **kw),
 }
+AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 class Classifier(nn.Module):
@@ -111,9 +135,10 @@ class Classifier(nn.Module):
         return self.head(feat.mean((2, 3)))
 
 
-def build(name: str) -> nn.Module:
+def build(name: str, out_indices=None, backbone_only: bool = False) -> nn.Module:
+    kw = {} if out_indices is None else dict(out_indices=tuple(out_indices))
     if name in ZOO:
-        backbone = ZOO[name]()
+        backbone = ZOO[name](**kw)
     elif name.endswith('.py') and os.path.exists(name):
         from mmengine.config import Config
         from mmengine.registry import MODELS, DefaultScope, init_default_scope
@@ -122,6 +147,7 @@ def build(name: str) -> nn.Module:
         cfg = Config.fromfile(name)
         bcfg = cfg.model.backbone if 'backbone' in cfg.model else cfg.model
         bcfg.pop('init_cfg', None)  # no checkpoint downloads: timing does not need weights
+        bcfg.update(kw)
         scope = cfg.get('default_scope', 'mmdsnet')
         init_default_scope(scope)
         with DefaultScope.overwrite_default_scope(scope):
@@ -130,11 +156,26 @@ def build(name: str) -> nn.Module:
         raise SystemExit(f'unknown model {name!r}: use one of {sorted(ZOO)} or a config file path')
     # No init_weights(): timing and memory do not depend on the values, and MMEngine's
     # per-parameter init report would flood the log.
+    if backbone_only:
+        return backbone
     with torch.no_grad():
         backbone.eval()  # (mmpretrain's ResNet.train() returns None: no chaining)
         feat = backbone(torch.zeros(1, 3, 64, 64))
     feat = feat[-1] if isinstance(feat, (tuple, list)) else feat
     return Classifier(backbone, feat.shape[1])
+
+
+@contextlib.contextmanager
+def aten_operators():
+    """The dense-aggregation operators run their ATen implementation on every device (the
+    device kernels registered beside it, Triton on CUDA, are disabled meanwhile)."""
+    from mmdsnet.ops import dense_aggregate, dense_aggregate_backward, norm_stats
+    with contextlib.ExitStack() as stack:
+        for name, op in (('norm_stats', norm_stats), ('dense_aggregate', dense_aggregate),
+                         ('dense_aggregate_backward', dense_aggregate_backward)):
+            if torch._C._dispatch_has_kernel_for_dispatch_key(f'mmdsnet::{name}', 'CUDA'):
+                stack.enter_context(op.set_kernel_enabled('cuda', False))
+        yield
 
 
 class Runner:
@@ -144,23 +185,47 @@ class Runner:
         torch.manual_seed(0)
         self.spec = spec
         self.device = device
-        self.model = build(spec).to(device)
+        name, _, impl = spec.partition('@')
+        if impl not in ('', 'aten'):
+            raise SystemExit(f'unknown implementation {impl!r} in {spec!r}: only @aten')
+        self.ops = aten_operators if impl == 'aten' else contextlib.nullcontext
+        self.model = build(name, args.out_indices, args.backbone_only).to(device)
+        fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=fmt)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
                                    weight_decay=1e-4)
-        n, s = args.batch_size, args.input_size
-        self.x = torch.randn(n, 3, s, s, device=device)
+        if args.compile:
+            self.model = torch.compile(self.model, backend=args.compile)
+        n, (h, w) = args.batch_size, args.input_size
+        self.x = torch.randn(n, 3, h, w, device=device).contiguous(memory_format=fmt)
         self.y = torch.randint(0, 1000, (n, ), device=device)
-        self.loss = nn.CrossEntropyLoss()
+        self.amp = args.amp
+        self.backbone_only = args.backbone_only
+        self.ce = nn.CrossEntropyLoss()
+
+    def autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=AMP[self.amp])
+
+    def loss(self, out):
+        if self.backbone_only:  # the detection regime: every output feeds the loss
+            outs = out if isinstance(out, (tuple, list)) else (out, )
+            return sum(o.float().mean() for o in outs)
+        return self.ce(out.float(), self.y)
 
     def train_step(self):
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        self.loss(self.model(self.x), self.y).backward()
+        with self.ops():
+            with self.autocast():
+                loss = self.loss(self.model(self.x))
+            loss.backward()
         self.opt.step()
 
     def infer_step(self):
         self.model.eval()
-        with torch.inference_mode():
+        with self.ops(), self.autocast(), torch.inference_mode():
             self.model(self.x)
 
 
@@ -252,8 +317,12 @@ def memory_cpu(spec: str, args) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0',
                OMP_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES='')
     cmd = [sys.executable, __file__, '--memory-child', spec,
-           '--batch-size', str(args.batch_size), '--input-size', str(args.input_size),
+           '--batch-size', str(args.batch_size), '--input-size', *map(str, args.input_size),
            '--threads', str(args.threads), '--memory-steps', str(args.memory_steps)]
+    cmd += (['--amp', args.amp] * bool(args.amp) + ['--channels-last'] * args.channels_last
+            + ['--compile', args.compile] * bool(args.compile)
+            + ['--backbone-only'] * args.backbone_only
+            + (['--out-indices', *map(str, args.out_indices)] if args.out_indices else []))
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f'memory measurement of {spec} failed:\n{out.stderr[-3000:]}')
@@ -273,9 +342,10 @@ def memory_cuda(runner: Runner, device) -> dict:
 
 def complexity(runner: Runner, args) -> dict:
     from mmengine.analysis import get_model_complexity_info
-    model = runner.model.eval()
+    model = runner.model
+    model.eval()  # (mmdet's and mmpretrain's ResNet.train() return None: no chaining)
     with torch.no_grad():
-        info = get_model_complexity_info(model, input_shape=(3, args.input_size, args.input_size),
+        info = get_model_complexity_info(model, input_shape=(3, *args.input_size),
                                          show_table=False, show_arch=False)
     return dict(params_m=info['params'] / 1e6, gflops=info['flops'] / 1e9)
 
@@ -339,8 +409,17 @@ def main(argv: Optional[List[str]] = None):
                    f'baselines {STOCK} are added unless --no-stock')
     p.add_argument('--no-stock', action='store_true',
                    help='do not add the stock baselines (ratios are then not printed)')
+    p.add_argument('--stock', nargs='+', choices=STOCK, default=STOCK,
+                   help='the stock baselines to add (default: all)')
     p.add_argument('--batch-size', type=int, default=8)
-    p.add_argument('--input-size', type=int, default=224)
+    p.add_argument('--input-size', type=int, nargs='+', default=[224], metavar='H [W]')
+    p.add_argument('--amp', choices=sorted(AMP), help='autocast dtype (timing: no loss scaling)')
+    p.add_argument('--channels-last', action='store_true', help='model and input channels_last')
+    p.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
+                   help='torch.compile every model (default backend: inductor)')
+    p.add_argument('--out-indices', type=int, nargs='+', help="the backbones' out_indices")
+    p.add_argument('--backbone-only', action='store_true',
+                   help='no head: the loss is the sum of the means of the backbone outputs')
     p.add_argument('--iters', type=int, default=2, help='training steps per timed stretch')
     p.add_argument('--repeats', type=int, default=5, help='alternating timed rounds')
     p.add_argument('--warmup', type=int, default=2, help='untimed steps per model first')
@@ -356,13 +435,16 @@ def main(argv: Optional[List[str]] = None):
     p.add_argument('--out', help='write the results as JSON here')
     p.add_argument('--memory-child', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if len(args.input_size) > 2:
+        p.error('--input-size takes H, or H and W')
+    args.input_size = (args.input_size * 2)[:2]
     torch.set_num_threads(args.threads)
     global CLOCK
     CLOCK = args.clock
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args)))
         return
-    specs = list(dict.fromkeys(([] if args.no_stock else STOCK) + args.models))
+    specs = list(dict.fromkeys(([] if args.no_stock else args.stock) + args.models))
     device = torch.device(args.device)
     log = lambda s: print(s, flush=True)  # noqa: E731
     res = dict(
@@ -374,7 +456,9 @@ def main(argv: Optional[List[str]] = None):
                              else 'cpu')),
         settings=dict(batch_size=args.batch_size, input_size=args.input_size, iters=args.iters,
                       repeats=args.repeats, warmup=args.warmup, clock=args.clock,
-                      threads=args.threads),
+                      threads=args.threads, amp=args.amp, channels_last=args.channels_last,
+                      compile=args.compile, out_indices=args.out_indices,
+                      backbone_only=args.backbone_only),
         models={s: {} for s in specs}, reference={})
     log(f"{res['date']}  {res['machine']}  {res['settings']}")
 
