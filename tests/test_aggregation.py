@@ -336,3 +336,111 @@ def test_reference_function_is_the_equation():
     torch.testing.assert_close(aggregate_reference(x, ys), torch.relu(x + ys[0] + ys[1]))
     norm = build_shortcut_norm('GN', 4)
     assert isinstance(norm, nn.GroupNorm) and norm.num_groups == 2
+
+
+# ---------------------------------------------------------------- eager calls vs the operator
+def _aggregation_inputs(requires_grad=True):
+    g = torch.Generator().manual_seed(3)
+    t = lambda: torch.randn(2, 8, 5, 6, dtype=torch.float64, generator=g)  # noqa: E731
+    x = t().requires_grad_(requires_grad)
+    ys = [t().requires_grad_(requires_grad) for _ in range(3)]
+    norms = [nn.GroupNorm(4, 8, affine=False), nn.GroupNorm(4, 8, affine=False), None]
+    stats = [norm_stats(y.detach(), 4, 1e-5, False) if n is not None
+             else (torch.zeros(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64))
+             for y, n in zip(ys, norms)]
+    weight = torch.randn(3, 8, 1, 1, dtype=torch.float64, generator=g).requires_grad_()
+    return x, ys, [s[0] for s in stats], [s[1] for s in stats], weight, [1, 1, 0]
+
+
+def test_eager_call_equals_the_operator():
+    """``ops.aggregate`` in eager mode (the kernel called directly) gives the operator's output
+    and gradients, bit for bit."""
+    from mmdsnet.ops import aggregate
+    grads = []
+    for fn in (aggregate, dense_aggregate):
+        x, ys, means, rstds, weight, own = _aggregation_inputs()
+        out = fn(x, ys, means, rstds, weight, own)
+        (out * torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads.append([out.detach(), x.grad, *[y.grad for y in ys], weight.grad])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # and a source that needs no gradient gets none, as through the operator
+    x, ys, means, rstds, weight, own = _aggregation_inputs()
+    ys[1] = ys[1].detach()
+    aggregate(x, ys, means, rstds, weight, own).sum().backward()
+    assert ys[1].grad is None and ys[0].grad is not None
+
+
+def test_anything_that_records_the_call_sees_the_operator():
+    """Under a dispatch mode (the FLOP counter, fake tensors) and under tracing the models call
+    the operator itself, so that it stays one node."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mmdsnet.ops import aggregate, statistics
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(str(func))
+            return func(*args, **(kwargs or {}))
+    x, ys, means, rstds, weight, own = _aggregation_inputs()
+    with Record() as rec:
+        statistics(ys[0].detach(), 4, 1e-5, False)
+        aggregate(x, ys, means, rstds, weight, own).sum().backward()
+    assert {'mmdsnet.norm_stats.default', 'mmdsnet.dense_aggregate.default',
+            'mmdsnet.dense_aggregate_backward.default'} <= rec.names, rec.names
+    ys, weight = [y.detach() for y in ys], weight.detach()
+    traced = torch.jit.trace(lambda a: aggregate(a, ys, means, rstds, weight, own),
+                             (x.detach(), ), check_trace=False)
+    assert 'mmdsnet::dense_aggregate' in str(traced.graph)
+
+
+def test_kernel_for_follows_the_dispatcher():
+    """The kernel an eager call runs is the one the operator would dispatch to: the device's
+    registered kernel (Triton for CUDA, where triton imports) unless disabled, else ATen."""
+    from types import SimpleNamespace
+
+    from mmdsnet.ops import kernel_for
+    from mmdsnet.ops.dense_aggregate import dense_aggregate_aten
+    cpu = SimpleNamespace(device=torch.device('cpu'))
+    cuda = SimpleNamespace(device=torch.device('cuda'))
+    assert kernel_for(dense_aggregate, cpu) is dense_aggregate_aten
+    try:
+        from mmdsnet.ops import triton_aggregate
+    except ImportError:
+        pytest.skip('triton does not import here: no CUDA kernel is registered')
+    assert kernel_for(dense_aggregate, cuda) is triton_aggregate.dense_aggregate
+    with dense_aggregate.set_kernel_enabled('cuda', False):
+        assert kernel_for(dense_aggregate, cuda) is dense_aggregate_aten
+    assert kernel_for(dense_aggregate, cuda) is triton_aggregate.dense_aggregate
+
+
+def test_aggregation_impl_reference_is_the_same_model():
+    """``DSNet(aggregation_impl='reference')`` computes the same outputs and gradients without the
+    operators (no statistics operator runs), with the same parameters and keys."""
+    from unittest import mock
+
+    from mmdsnet.models.layers import aggregation
+    torch.manual_seed(0)
+    ops_model = _tiny(DS2Net).double()
+    randomize(ops_model)
+    ref_model = _tiny(DS2Net, aggregation_impl='reference').double()
+    ref_model.load_state_dict(ops_model.state_dict(), strict=True)
+    assert all(m.impl == 'reference' for m in ref_model.modules()
+               if isinstance(m, DenseAggregation))
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    o_out, o_grad, _ = _run(ops_model, x, True)
+    with mock.patch.object(aggregation, 'statistics', side_effect=AssertionError('op ran')):
+        r_out, r_grad, _ = _run(ref_model, x, True)
+    for a, b in zip(o_out, r_out):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+    for k in o_grad:
+        torch.testing.assert_close(r_grad[k], o_grad[k], rtol=1e-9, atol=1e-9, msg=k)
+
+
+def test_unknown_aggregation_impl_names_the_choices():
+    with pytest.raises(ValueError, match=r"aggregation_impl must be one of \('op', 'reference'\)"):
+        DSNet(depth=26, base_channels=8, aggregation_impl='fused')

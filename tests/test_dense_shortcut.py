@@ -8,7 +8,8 @@ from mmdsnet.models.layers import init_values
 
 def test_dense_shortcut_holds_one_weight_per_source():
     sc = DenseShortcut(channels=8, num_sources=3)
-    assert sc.weight.shape == (3, 8, 1, 1) and torch.all(sc.weight == 1.0)  # default init
+    # the default initial W is 'uniform': 1/l for each of the l sources
+    assert sc.weight.shape == (3, 8, 1, 1) and torch.allclose(sc.weight, torch.tensor(1 / 3))
     none = DenseShortcut(channels=4, num_sources=2, weight='none')
     assert none.weight is None and not list(none.parameters())
     with pytest.raises(ValueError, match='shortcut_weight must be one of'):

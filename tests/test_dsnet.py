@@ -203,7 +203,11 @@ def test_zero_init_residual_and_pretrained_skip(tmp_path):
     m = DSNet(depth=26, **TINY)
     m.init_weights()
     assert torch.all(m.layer2.block(1).bn3.weight == 0)
-    assert torch.all(m.layer2.aggregation.shortcuts[0].weight == 1.0)  # W starts at shortcut_init
+    # W starts at shortcut_init ('uniform' by default: 1/l, so 1 and 1/2 in a 3-block stage)
+    assert torch.all(m.layer2.aggregation.shortcuts[0].weight == 1.0)
+    m38 = DSNet(depth=38, **TINY)
+    m38.init_weights()
+    assert torch.all(m38.layer2.aggregation.shortcuts[1].weight == 0.5)
     src = DSNet(depth=26, **TINY)
     randomize(src)
     path = tmp_path / 'w.pth'

@@ -280,7 +280,7 @@ def _register_on_cpu():
         def counted(*args, fn=fn, name=name):
             CALLS.append(name)
             return fn(*args)
-        getattr(ta, f'_{name}_op').register_kernel('cpu')(counted)
+        ta.register_device_kernel(getattr(ta, f'_{name}_op'), 'cpu', counted)
 
 
 @contextlib.contextmanager

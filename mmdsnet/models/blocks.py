@@ -11,6 +11,7 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from torch import Tensor, nn
 
 from .layers import DenseAggregation, keep_legacy_keys
+from .layers.dense_shortcut import DEFAULT_SHORTCUT_INIT
 
 #: The DS2 inner shortcut of a stride-2 3x3 conv (``block_cfg=dict(strided_inner=...)``).
 STRIDED_INNER = ('skip', 'pool')
@@ -102,7 +103,7 @@ class DSBasicBlock(_Block):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
                  inner_shortcut: bool = False, shortcut_norm_cfg=None,
-                 shortcut_weight: str = 'channel', shortcut_init=1.0) -> None:
+                 shortcut_weight: str = 'channel', shortcut_init=DEFAULT_SHORTCUT_INIT) -> None:
         super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
         if inner_shortcut:
             raise ValueError('inner_shortcut (DS2) needs a bottleneck 3x3 conv; block="basic" has '
@@ -140,7 +141,7 @@ class DSBottleneck(_Block):
                  groups: int = 1, width_per_group: int = 64,
                  inner_shortcut: bool = False, strided_inner: str = 'skip',
                  shortcut_norm_cfg=None, shortcut_weight: str = 'channel',
-                 shortcut_init=1.0) -> None:
+                 shortcut_init=DEFAULT_SHORTCUT_INIT) -> None:
         super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
         mid = bottleneck_width(out_channels // self.expansion, groups, width_per_group)
         self.conv1 = build_conv_layer(conv_cfg, in_channels, mid, 1, bias=False)
@@ -180,7 +181,7 @@ class DSBottle2neck(_Block):
                  first_block: bool = False, base_width: int = 26, scales: int = 4,
                  inner_shortcut: bool = False, strided_inner: str = 'skip',
                  shortcut_norm_cfg=None, shortcut_weight: str = 'channel',
-                 shortcut_init=1.0) -> None:
+                 shortcut_init=DEFAULT_SHORTCUT_INIT) -> None:
         super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
         if scales < 2:
             raise ValueError(f'scales must be >= 2 for block="bottle2neck", got {scales}')

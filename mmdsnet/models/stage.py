@@ -5,6 +5,7 @@ import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
 from .layers import DenseAggregation, keep_legacy_keys
+from .layers.dense_shortcut import DEFAULT_SHORTCUT_INIT
 
 SHORTCUT_MODES = ('identity', 'dense_identity', 'dense_x', 'dense')
 
@@ -42,7 +43,8 @@ class DSLayer(nn.Module):
 
     def __init__(self, blocks: List[nn.Module], shortcut: str = 'dense',
                  shortcut_norm_cfg='GN', shortcut_weight: str = 'channel',
-                 shortcut_init: Union[float, str] = 1.0, with_cp: bool = False) -> None:
+                 shortcut_init: Union[float, str] = DEFAULT_SHORTCUT_INIT,
+                 with_cp: bool = False) -> None:
         super().__init__()
         if shortcut not in SHORTCUT_MODES:
             raise ValueError(f'shortcut must be one of {SHORTCUT_MODES}, got {shortcut!r}')

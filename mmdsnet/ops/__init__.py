@@ -7,8 +7,9 @@ every device; a device-specific kernel is registered beside it with the operator
 CUDA tensors, wherever triton imports. mmengine's FLOP counter (what mmdet's and
 mmpretrain's ``get_flops.py`` use) learns their cost here, counted as it counts the reference form.
 """
-from .dense_aggregate import (dense_aggregate, dense_aggregate_backward, export_decompositions,
-                              norm_stats, stats_dtype)
+from .dense_aggregate import (aggregate, dense_aggregate, dense_aggregate_backward,
+                              export_decompositions, kernel_for, norm_stats, statistics,
+                              stats_dtype)
 from .flops import register_flop_handles
 
 register_flop_handles()
@@ -19,5 +20,5 @@ except ImportError:  # no triton (or a broken one): the ATen implementation ever
 else:
     register_cuda_kernels()
 
-__all__ = ['dense_aggregate', 'dense_aggregate_backward', 'export_decompositions', 'norm_stats',
-           'stats_dtype']
+__all__ = ['aggregate', 'dense_aggregate', 'dense_aggregate_backward', 'export_decompositions',
+           'kernel_for', 'norm_stats', 'statistics', 'stats_dtype']

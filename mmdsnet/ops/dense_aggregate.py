@@ -37,7 +37,8 @@ import torch
 from torch import Tensor
 
 __all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'source_backward',
-           'stats_dtype', 'export_decompositions', 'norm_stats_aten', 'dense_aggregate_aten',
+           'aggregate', 'statistics', 'kernel_for', 'register_device_kernel', 'stats_dtype',
+           'export_decompositions', 'norm_stats_aten', 'dense_aggregate_aten',
            'dense_aggregate_backward_aten']
 
 
@@ -268,6 +269,93 @@ def _backward(ctx, grad: Tensor):
 
 
 dense_aggregate.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------ eager calls
+# A call of a ``torch.library.custom_op`` runs Python layers around its kernel: argument
+# flattening, alias checks and a Python autograd wrapper, about 0.3 ms of CPU per aggregation
+# forward + backward. On a GPU at ImageNet batch sizes that CPU time, not the kernels, set the
+# step time (docs/performance.md, "GPU"). In plain eager mode the models therefore call the very
+# kernel the dispatcher would pick (the device's registered kernel unless disabled, else the ATen
+# implementation) through one small autograd.Function; whenever anything records or transforms
+# the call (torch.jit.trace, torch.compile / export, a dispatch or function mode such as the FLOP
+# counter or fake tensors, a tensor subclass), the operator itself runs.
+_ATEN = {norm_stats: norm_stats_aten, dense_aggregate: dense_aggregate_aten,
+         dense_aggregate_backward: dense_aggregate_backward_aten}
+
+
+def _plain_eager(t: Tensor) -> bool:
+    return (type(t) in (Tensor, torch.nn.Parameter) and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and not torch._C._len_torch_dispatch_stack()
+            and not torch._C._is_torch_function_mode_enabled())
+
+
+_DEVICE_KERNELS = {}  # (operator, device type) -> kernel (register_device_kernel)
+
+
+def register_device_kernel(op, device_type: str, fn) -> None:
+    """Register ``fn`` as ``op``'s kernel for ``device_type`` (``op.register_kernel``), and
+    remember it for the eager calls."""
+    op.register_kernel(device_type)(fn)
+    _DEVICE_KERNELS[op, device_type] = fn
+
+
+def kernel_for(op, t: Tensor):
+    """The implementation that ``op`` dispatches to for ``t``'s device: its registered kernel
+    for that device (e.g. Triton on CUDA) unless disabled with ``op.set_kernel_enabled``, else
+    its ATen implementation."""
+    device = t.device.type
+    fn = _DEVICE_KERNELS.get((op, device))
+    if fn is None or device in op._disabled_kernel:  # (set_kernel_enabled's record)
+        return _ATEN[op]
+    return fn
+
+
+class _Aggregate(torch.autograd.Function):
+    """``mmdsnet::dense_aggregate`` with its registered autograd formula, without the operator's
+    Python layers (eager mode only, see above). Inputs: ``own_stats, x, weight, *ys, *means,
+    *rstds``."""
+
+    @staticmethod
+    def forward(ctx, own_stats, x, weight, *flat):
+        s = len(own_stats)
+        ys, means, rstds = list(flat[:s]), list(flat[s:2 * s]), list(flat[2 * s:])
+        out = kernel_for(dense_aggregate, x)(x, ys, means, rstds, weight, own_stats)
+        ctx.own_stats, ctx.has_weight = own_stats, weight is not None
+        ctx.save_for_backward(out, weight, *flat)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, weight, *flat = ctx.saved_tensors
+        s = len(ctx.own_stats)
+        ys, means, rstds = flat[:s], flat[s:2 * s], flat[2 * s:]
+        need_ys = list(ctx.needs_input_grad[3:3 + s])
+        need_weight = ctx.has_weight and ctx.needs_input_grad[2]
+        dx, dys, dweight = kernel_for(dense_aggregate_backward, grad)(
+            grad, out, list(ys), list(means), list(rstds), weight, ctx.own_stats, need_ys,
+            need_weight)
+        return (None, dx, dweight if need_weight else None,
+                *[dy if need else None for dy, need in zip(dys, need_ys)], *[None] * (2 * s))
+
+
+def aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
+              weight: Optional[Tensor], own_stats: List[int]) -> Tensor:
+    """``mmdsnet::dense_aggregate(x, ys, means, rstds, weight, own_stats)``: the operator, or in
+    plain eager mode its kernel directly (same arithmetic, less CPU time per call)."""
+    if _plain_eager(x) and not torch._C._functorch.is_functorch_wrapped_tensor(x):
+        return _Aggregate.apply(list(own_stats), x, weight, *ys, *means, *rstds)
+    return dense_aggregate(x, ys, means, rstds, weight, own_stats)
+
+
+def statistics(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Tensor, Tensor]:
+    """``mmdsnet::norm_stats(y, groups, eps, over_batch)``: the operator, or in plain eager mode
+    its kernel directly (``y`` carries no gradient here: the aggregation differentiates through
+    the statistics)."""
+    if _plain_eager(y) and not y.requires_grad:
+        return kernel_for(norm_stats, y)(y, groups, eps, over_batch)
+    return norm_stats(y, groups, eps, over_batch)
 
 
 # ------------------------------------------------------------------ for exporters (ONNX ...)

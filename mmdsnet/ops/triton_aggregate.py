@@ -76,7 +76,7 @@ from .dense_aggregate import dense_aggregate_aten
 from .dense_aggregate import dense_aggregate_backward as _backward_op
 from .dense_aggregate import dense_aggregate_backward_aten
 from .dense_aggregate import norm_stats as _stats_op
-from .dense_aggregate import norm_stats_aten, stats_dtype
+from .dense_aggregate import norm_stats_aten, register_device_kernel, stats_dtype
 
 __all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'register_cuda_kernels']
 
@@ -543,6 +543,6 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
 def register_cuda_kernels() -> None:
     """Make the functions above the operators' ``'cuda'`` kernels (schemas, fake implementations
     and the ATen implementation of other devices unchanged)."""
-    _stats_op.register_kernel('cuda')(norm_stats)
-    _aggregate_op.register_kernel('cuda')(dense_aggregate)
-    _backward_op.register_kernel('cuda')(dense_aggregate_backward)
+    for op, fn in ((_stats_op, norm_stats), (_aggregate_op, dense_aggregate),
+                   (_backward_op, dense_aggregate_backward)):
+        register_device_kernel(op, 'cuda', fn)

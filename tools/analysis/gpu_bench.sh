@@ -20,7 +20,8 @@
 #   d) detection regime: backbone only, out_indices (0, 1, 2, 3), batch 2 at 800x1216, fwd + bwd;
 #   c) torch.compile of torchvision's ResNet50 with DSNet50, then with DS2Net50, fp32, batch 32
 #      (last: compiling takes ~45 s per model);
-#   and a summary against the issue's targets. Sections run under one deadline (DEADLINE_S,
+#   and a summary against the issue's targets; everything lands in OUT_DIR/gpu_bench.log and
+#   OUT_DIR/results.json. Sections run under one deadline (DEADLINE_S,
 #   default 340 s from the start, install included); each has a time reserved for the ones after
 #   it, and one that fails or runs out of time is reported as such, the others still run.
 if [ "${1:-}" != --dry-run ]; then  # the install line of ../shared/gpu/offline_wheels.sh
@@ -84,7 +85,7 @@ print('Triton kernels registered for CUDA:',
 if DRY:  # the operators on CPU tensors run the (interpreted) Triton functions
     for op, fn in ((ta._stats_op, ta.norm_stats), (ta._aggregate_op, ta.dense_aggregate),
                    (ta._backward_op, ta.dense_aggregate_backward)):
-        op.register_kernel('cpu')(fn)
+        ta.register_device_kernel(op, 'cpu', fn)
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 bad = []
@@ -270,4 +271,23 @@ for setting, targets in TARGETS.items():
         f = lambda v: '-' if v is None else f'{v:.3f}'  # noqa: E731
         print(f'| {setting} | {spec} | {f(t)} | {f(mem)} | {f(ips)} | {"; ".join(verdicts)} |')
 PY
-echo "total $SECONDS s; results in $OUT"
+# two files, whatever the number of sections (a remote runner may return only a few files):
+# gpu_bench.log (every section's output, in order) and results.json (every section's JSON)
+( cd "$OUT" && for f in versions gpu equivalence a_fp32 b_bf16_channels_last d_detection \
+      c_compile_dsnet c_compile_ds2net summary; do
+    [ -f "$f.txt" ] && { echo "=== $f"; cat "$f.txt"; rm -f "$f.txt"; }
+  done > gpu_bench.log )
+$PY - <<'PY'
+import glob
+import json
+import os
+
+out = os.environ['OUT']
+merged = {}
+for path in sorted(glob.glob(os.path.join(out, '*.json'))):
+    if os.path.basename(path) != 'results.json':
+        merged[os.path.basename(path)[:-5]] = json.load(open(path))
+        os.remove(path)
+json.dump(merged, open(os.path.join(out, 'results.json'), 'w'), indent=1)
+PY
+echo "total $SECONDS s; results in $OUT/gpu_bench.log and $OUT/results.json"

@@ -12,8 +12,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import register_model
 from ..blocks import DSBasicBlock, DSBottle2neck, DSBottleneck
-from ..layers import DenseAggregation, init_values
-from ..layers.dense_shortcut import WEIGHT_TYPES, check_shortcut_norm_cfg
+from ..layers import AGGREGATION_IMPLS, DenseAggregation, init_values
+from ..layers.dense_shortcut import DEFAULT_SHORTCUT_INIT, WEIGHT_TYPES, check_shortcut_norm_cfg
 from ..pretrained import pretrained_cfg
 from ..stage import SHORTCUT_MODES, DSLayer
 
@@ -46,9 +46,10 @@ class DSNet(BaseModule):
         shortcut_norm_cfg (str | dict | None): ``N``: ``'GN'`` / ``dict(type='GN',
             num_groups=32)`` (default), ``'LN'``, ``'IN'``, ``'BN'`` (no affine) or None.
         shortcut_weight (str): ``'channel'`` (learnable ``W_l^i``, default) or ``'none'``.
-        shortcut_init (float | str): Initial value of ``W``: a number, ``'uniform'``
-            (``1/l``) or ``'last'`` (``W_l^{l-1} = 1``, the rest 0); see
-            :class:`~mmdsnet.models.layers.DenseShortcut`. Defaults to 1.0.
+        shortcut_init (float | str): Initial value of ``W``: ``'uniform'`` (``W_l^i = 1/l``,
+            the default), ``'last'`` (``W_l^{l-1} = 1``, the rest 0) or a number for every
+            ``W_l^i`` (``1.0``: the default before issue 14); see
+            :class:`~mmdsnet.models.layers.DenseShortcut` and docs/design.md.
         stem (str): ``'imagenet'`` (7x7/2 conv + 3x3/2 max pool) or ``'cifar'`` (3x3/1 conv).
         in_channels (int): Input image channels. Defaults to 3.
         stem_channels (int, optional): Stem width; defaults to ``base_channels``.
@@ -64,6 +65,11 @@ class DSNet(BaseModule):
         norm_eval (bool): Keep every BatchNorm (shortcut norms included) in eval mode while
             training. Defaults to False.
         with_cp (bool): Gradient checkpointing of the residual branches. Defaults to False.
+        aggregation_impl (str): How every dense aggregation (and DS2 inner shortcut) computes:
+            ``'op'`` (default: the custom operators, Triton kernels on CUDA, the least memory)
+            or ``'reference'`` (norm modules + weighted sum: the same result, more memory, less
+            CPU time per call; faster where the CPU bounds the step, e.g. batch 32 per GPU on an
+            H200: docs/performance.md, "GPU"). Changes no parameter or checkpoint key.
         zero_init_residual (bool): Zero the last norm of each residual branch, skipped when
             ``init_cfg`` loads pretrained weights. Defaults to True.
         init_cfg (dict | list[dict], optional): Defaults to :data:`DEFAULT_INIT_CFG`.
@@ -93,7 +99,7 @@ class DSNet(BaseModule):
                  shortcut: str = 'dense',
                  shortcut_norm_cfg: Union[str, dict, None] = 'GN',
                  shortcut_weight: str = 'channel',
-                 shortcut_init: Union[float, str] = 1.0,
+                 shortcut_init: Union[float, str] = DEFAULT_SHORTCUT_INIT,
                  stem: str = 'imagenet',
                  in_channels: int = 3,
                  stem_channels: Optional[int] = None,
@@ -104,6 +110,7 @@ class DSNet(BaseModule):
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 aggregation_impl: str = 'op',
                  zero_init_residual: bool = True,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=copy.deepcopy(list(DEFAULT_INIT_CFG))
@@ -117,6 +124,9 @@ class DSNet(BaseModule):
             raise ValueError(f'shortcut must be one of {SHORTCUT_MODES}, got {shortcut!r}')
         if stem not in STEMS:
             raise ValueError(f'stem must be one of {STEMS}, got {stem!r}')
+        if aggregation_impl not in AGGREGATION_IMPLS:
+            raise ValueError(f'aggregation_impl must be one of {AGGREGATION_IMPLS}, got '
+                             f'{aggregation_impl!r}')
         if base_channels < 1:
             raise ValueError(f'base_channels must be positive, got {base_channels}')
         stage_blocks = self.arch_settings[block][depth]
@@ -158,6 +168,9 @@ class DSNet(BaseModule):
             in_ch = out_ch
         self.stage_channels: Tuple[int, ...] = tuple(
             base_channels * 2**i * block_cls.expansion for i in range(num_stages))
+        for m in self.modules():  # chosen once, here (nothing picks it process-wide)
+            if isinstance(m, DenseAggregation):
+                m.impl = aggregation_impl
         self._freeze_stages()
         self._log_shortcut_norms()
 
@@ -173,7 +186,8 @@ class DSNet(BaseModule):
         if shortcut in ('identity', 'dense_identity') and not inner_shortcut:
             given = {k: v for k, v, default in (('shortcut_norm_cfg', norm_cfg, 'GN'),
                                                 ('shortcut_weight', weight, 'channel'),
-                                                ('shortcut_init', init, 1.0)) if v != default}
+                                                ('shortcut_init', init, DEFAULT_SHORTCUT_INIT))
+                     if v != default}
             if given:
                 print_log(f'DSNet(shortcut={shortcut!r}) has no weighted normalized shortcuts, '
                           f'so {given} has no effect', logger='current', level=logging.WARNING)

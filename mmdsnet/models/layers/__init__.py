@@ -1,9 +1,10 @@
-from .aggregation import (DenseAggregation, Source, aggregate_reference, keep_legacy_keys,
-                          op_supports)
+from .aggregation import (AGGREGATION_IMPLS, DenseAggregation, Source, aggregate_reference,
+                          keep_legacy_keys, op_supports)
 from .dense_shortcut import (INIT_SCHEMES, DenseShortcut, build_shortcut_norm, gn_groups,
                              init_values)
 
 __all__ = [
-    'DenseAggregation', 'Source', 'aggregate_reference', 'keep_legacy_keys', 'op_supports',
+    'AGGREGATION_IMPLS', 'DenseAggregation', 'Source', 'aggregate_reference', 'keep_legacy_keys',
+    'op_supports',
     'DenseShortcut', 'build_shortcut_norm', 'gn_groups', 'init_values', 'INIT_SCHEMES'
 ]

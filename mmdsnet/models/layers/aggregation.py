@@ -26,10 +26,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...ops import dense_aggregate, norm_stats, stats_dtype
-from .dense_shortcut import DenseShortcut, build_shortcut_norm
+from ...ops import aggregate, statistics, stats_dtype
+from .dense_shortcut import DEFAULT_SHORTCUT_INIT, DenseShortcut, build_shortcut_norm
 
-__all__ = ['DenseAggregation', 'Source', 'aggregate_reference', 'keep_legacy_keys']
+__all__ = ['AGGREGATION_IMPLS', 'DenseAggregation', 'Source', 'aggregate_reference',
+           'keep_legacy_keys']
 
 
 def aggregate_reference(x: Tensor, normed: Sequence[Tensor],
@@ -56,6 +57,9 @@ class Source(NamedTuple):
     normed: Optional[Tensor] = None  # N(y) itself, for the reference form only
 
 
+#: How a :class:`DenseAggregation` computes (``DSNet(aggregation_impl=...)``).
+AGGREGATION_IMPLS = ('op', 'reference')
+
 def op_supports(norm: nn.Module) -> bool:
     """Whether the custom operators know ``norm``'s arithmetic (else the reference form)."""
     if isinstance(norm, nn.Identity):
@@ -78,14 +82,22 @@ class DenseAggregation(nn.Module):
         norm_cfg (str | dict | None): ``N``, see :func:`build_shortcut_norm`. Defaults to ``'GN'``.
         weight (str): ``'channel'`` (learnable ``W_l^i``) or ``'none'`` (all ones, no parameter).
         init (float | str): Initial value of ``W``, see :class:`DenseShortcut`.
+        impl (str): ``'op'`` (default): the custom operators (Triton kernels on CUDA), which keep
+            no normalized source for backward; ``'reference'``: the norm modules and a weighted
+            sum (:func:`aggregate_reference`), same result, more memory (every ``N(Y_i)`` is kept
+            for backward) but less CPU time per call, which wins where the CPU bounds the step
+            (small per-GPU batches on a fast GPU: docs/performance.md, "GPU").
 
     Keys: ``norms.{i}`` (BatchNorm's running statistics), ``shortcuts.{l-1}.weight`` (``W_l``).
     """
 
     def __init__(self, channels: int, num_sources: int, norm_cfg: Union[str, dict, None] = 'GN',
-                 weight: str = 'channel', init: Union[float, str] = 1.0) -> None:
+                 weight: str = 'channel',
+                 init: Union[float, str] = DEFAULT_SHORTCUT_INIT, impl: str = 'op') -> None:
         super().__init__()
-        self.channels, self.num_sources = channels, num_sources
+        if impl not in AGGREGATION_IMPLS:
+            raise ValueError(f'aggregation_impl must be one of {AGGREGATION_IMPLS}, got {impl!r}')
+        self.channels, self.num_sources, self.impl = channels, num_sources, impl
         self.norms = nn.ModuleList(
             build_shortcut_norm(norm_cfg, channels) for _ in range(num_sources))
         self.shortcuts = nn.ModuleList(
@@ -93,7 +105,10 @@ class DenseAggregation(nn.Module):
         self._warned = False
 
     def uses_op(self) -> bool:
-        """The custom operators, or (with a warning once) the reference form."""
+        """The custom operators, or the reference form (asked for, or with a warning once where
+        the operators do not know a norm)."""
+        if self.impl == 'reference':
+            return False
         if all(op_supports(n) for n in self.norms):
             return True
         if not self._warned:
@@ -115,12 +130,12 @@ class DenseAggregation(nn.Module):
             one = torch.ones((1, 1), dtype=acc, device=y.device)
             return Source(y, torch.zeros_like(one), one, False)
         if isinstance(norm, nn.GroupNorm):
-            mean, rstd = norm_stats(y.detach(), norm.num_groups, norm.eps, False)
+            mean, rstd = statistics(y.detach(), norm.num_groups, norm.eps, False)
             return Source(y, mean, rstd, True)
         # BatchNorm: batch statistics in training (updating the running ones as nn.BatchNorm2d
         # does) or without running statistics; the running statistics otherwise.
         if norm.training or not norm.track_running_stats:
-            mean, rstd = norm_stats(y.detach(), y.shape[1], norm.eps, True)
+            mean, rstd = statistics(y.detach(), y.shape[1], norm.eps, True)
             if norm.training and norm.track_running_stats:
                 self._update_running_stats(norm, mean, rstd, y.numel() // y.shape[1])
             return Source(y, mean, rstd, True)
@@ -146,7 +161,7 @@ class DenseAggregation(nn.Module):
         weight = self.shortcuts[len(sources) - 1].weight
         if sources[0].normed is not None:
             return aggregate_reference(x, [s.normed for s in sources], weight)
-        return dense_aggregate(x, [s.y for s in sources], [s.mean for s in sources],
+        return aggregate(x, [s.y for s in sources], [s.mean for s in sources],
                                [s.rstd for s in sources], weight, [int(s.own) for s in sources])
 
     def extra_repr(self) -> str:

@@ -7,6 +7,9 @@ from torch import nn
 NORM_TYPES = ('GN', 'LN', 'IN', 'BN')
 WEIGHT_TYPES = ('channel', 'none')
 INIT_SCHEMES = ('uniform', 'last')
+#: The initial ``W`` (docs/design.md, "The initial value of W": the learning check behind it).
+#: ``shortcut_init=1.0`` gives the behaviour before issue 14.
+DEFAULT_SHORTCUT_INIT = 'uniform'
 DEFAULT_GN_GROUPS = 32
 
 NormCfg = Optional[Union[str, dict]]
@@ -125,13 +128,14 @@ class DenseShortcut(nn.Module):
         weight (str): ``'channel'`` (learnable, default) or ``'none'``.
         init (float | str): Initial value of ``W_l^i``: a number for every ``i``, or one of
             :data:`INIT_SCHEMES` (see docs/design.md for the experiments behind the default):
-            ``'uniform'`` is ``1 / l`` for every ``i`` (the sum of the shortcuts keeps unit
-            scale); ``'last'`` is ``W_l^{l-1} = 1`` and 0 for every earlier source, so that at
-            initialization block ``l`` sees only its predecessor, as in ResNet but normalized.
+            ``'uniform'`` (the default) is ``1 / l`` for every ``i``, so that the weighted sum of
+            ``l`` normalized sources keeps the scale of one; ``'last'`` is ``W_l^{l-1} = 1`` and
+            0 for every earlier source, so that at initialization block ``l`` sees only its
+            predecessor, as in ResNet but normalized. ``1.0`` was the default before issue 14.
     """
 
     def __init__(self, channels: int, num_sources: int, weight: str = 'channel',
-                 init: Union[float, str] = 1.0) -> None:
+                 init: Union[float, str] = DEFAULT_SHORTCUT_INIT) -> None:
         super().__init__()
         if weight not in WEIGHT_TYPES:
             raise ValueError(f'shortcut_weight must be one of {WEIGHT_TYPES}, got {weight!r}')
