@@ -94,3 +94,39 @@ def test_main_writes_the_settings(bench, tiny_config, tmp_path):
 def test_input_size_takes_one_or_two_values(bench):
     with pytest.raises(SystemExit):
         bench.main(['--input-size', '1', '2', '3'])
+
+
+def test_ab_step_times_both_set_ups(monkeypatch, capsys):
+    """tools/analysis/ab_step.py: parses the two set-ups, times both, prints the ratio; B through
+    the dispatcher (``--b-dispatch``) really calls the operator."""
+    import importlib.util
+    import os.path as osp
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        '_ab_step', osp.join(root, 'tools', 'analysis', 'ab_step.py'))
+    ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ab)
+    assert ab.parse_kwargs('dict(depth=26, shortcut_init=1.0)') == dict(depth=26,
+                                                                      shortcut_init=1.0)
+    assert ab.parse_kwargs("{'depth': 26}") == dict(depth=26)
+    with pytest.raises(SystemExit, match='expected dict'):
+        ab.parse_kwargs('[1, 2]')
+    import sys
+
+    import mmdsnet.ops  # noqa: F401
+    ops = sys.modules['mmdsnet.ops.dense_aggregate']  # (the package's name is the operator)
+    eager = []
+    real = ops._Aggregate.apply
+    monkeypatch.setattr(ops._Aggregate, 'apply', lambda *a: eager.append(1) or real(*a))
+    counts = []
+    for flag in ([], ['--b-dispatch']):
+        eager.clear()
+        monkeypatch.setattr('sys.argv', ['ab_step.py', '--a', 'dict(depth=26, base_channels=4)',
+                                         '--b', 'dict(depth=26, base_channels=4)', *flag,
+                                         '--rounds', '2', '--batch-size', '1'])
+        ab.main()
+        out = capsys.readouterr().out
+        assert 'median of per-round ratios B / A:' in out and out.count(' s\n') == 2, out
+        counts.append(len(eager))
+    # with --b-dispatch only A makes eager calls: half as many
+    assert counts[0] > 0 and counts[1] * 2 == counts[0], counts
