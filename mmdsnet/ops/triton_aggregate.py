@@ -96,17 +96,24 @@ _TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl
 # Counts (sources, samples, tiles, groups) are not specialized on: one compiled kernel for every
 # value, where Triton would otherwise compile another one for the value 1 (one source: DS2's
 # inner shortcut, the first dense block) and for multiples of 16.
-@triton.jit(do_not_specialize=['N', 'P'])
-def _stats_partial_kernel(y_ptr, part_ptr, N, C, HW, P, syn, syc, syh,
-                          ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-    """Tile ``p`` of sample ``n``: per channel ``c``, over the tile's valid positions ``hw``,
-    ``mean = sum y / count`` and ``M2 = sum (y - mean)^2``, stored at ``part[0 | 1, n, c, p]``."""
+@triton.jit
+def _tile(C, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """This program's tile of the feature maps (grid ``(tiles of HW, tiles of C, N)``): tile index
+    ``p``, sample ``n``, channels ``c``, positions ``hw``, the channel mask and the tile's mask."""
     p = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     n = tl.program_id(2).to(tl.int64)
     hw = p * BLOCK_HW + tl.arange(0, BLOCK_HW)
     cm = c < C
-    mask = cm[:, None] & (hw < HW)[None, :]
+    return p, n, c, hw, cm, cm[:, None] & (hw < HW)[None, :]
+
+
+@triton.jit(do_not_specialize=['N', 'P'])
+def _stats_partial_kernel(y_ptr, part_ptr, N, C, HW, P, syn, syc, syh,
+                          ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """Tile ``p`` of sample ``n``: per channel ``c``, over the tile's valid positions ``hw``,
+    ``mean = sum y / count`` and ``M2 = sum (y - mean)^2``, stored at ``part[0 | 1, n, c, p]``."""
+    p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
     y = tl.load(y_ptr + n * syn + c[:, None] * syc + hw[None, :] * syh, mask=mask,
                 other=0.).to(ACC)
     count = tl.minimum(HW - p * BLOCK_HW, BLOCK_HW).to(ACC)
@@ -154,6 +161,23 @@ def _stats_combine_kernel(part_ptr, mean_ptr, rstd_ptr, N, C, HW, P, G, ROWS, ep
     tl.store(rstd_ptr + out, 1. / tl.sqrt(m2 / count + eps))
 
 
+@triton.jit
+def _load_source(row, n, c, cm, y_off, mask, ALIGNED: tl.constexpr, Y_T: tl.constexpr,
+                 ACC: tl.constexpr):
+    """One source of a pointer table, for the tile of sample ``n`` and channels ``c``: its row
+    starts ``y, mean, rstd, row_stride, cpg`` (see :func:`_aggregate_kernel`). Returns ``y`` (in
+    ``ACC``), its statistics per channel and ``s``, the statistics' index (``n * row_stride +
+    c // cpg``)."""
+    y_ptr = tl.load(row).to(tl.pointer_type(Y_T))
+    if ALIGNED:
+        y_ptr = tl.multiple_of(y_ptr, 16)
+    s = n * tl.load(row + 3) + c // tl.load(row + 4)
+    mean = tl.load(tl.load(row + 1).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
+    rstd = tl.load(tl.load(row + 2).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
+    y = tl.load(y_ptr + y_off, mask=mask, other=0.).to(ACC)
+    return y, mean, rstd, s
+
+
 @triton.jit(do_not_specialize=['S'])
 def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
                       sxn, sxc, sxh, syn, syc, syh, son, soc, soh,
@@ -166,25 +190,15 @@ def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
     of ``(n, c)`` is at ``n * row_stride + c // cpg``. ``w`` is ``(S, C)``. ``ALIGNED``: every
     ``y_i`` starts on 16 bytes (a pointer read from memory carries no alignment the compiler
     can see; without the hint, loads through it are not vectorized)."""
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    n = tl.program_id(2).to(tl.int64)
-    hw = tl.program_id(0) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    cm = c < C
-    mask = cm[:, None] & (hw < HW)[None, :]
+    _p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
     acc = tl.load(x_ptr + n * sxn + c[:, None] * sxc + hw[None, :] * sxh, mask=mask,
                   other=0.).to(ACC)
     y_off = n * syn + c[:, None] * syc + hw[None, :] * syh
     for i in range(S):
-        row = table_ptr + i * 5
-        y_ptr = tl.load(row).to(tl.pointer_type(Y_T))
-        if ALIGNED:
-            y_ptr = tl.multiple_of(y_ptr, 16)
-        s = n * tl.load(row + 3) + c // tl.load(row + 4)
-        mean = tl.load(tl.load(row + 1).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
-        a = tl.load(tl.load(row + 2).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
+        y, mean, a, _ = _load_source(table_ptr + i * 5, n, c, cm, y_off, mask, ALIGNED, Y_T,
+                                     ACC)
         if HAS_W:
             a *= tl.load(w_ptr + i * C + c, mask=cm, other=0.).to(ACC)
-        y = tl.load(y_ptr + y_off, mask=mask, other=0.).to(ACC)
         acc += (y - mean[:, None]) * a[:, None]
     acc = tl.where(acc < 0., 0., acc)  # the ReLU; NaN stays NaN, as in ATen
     tl.store(out_ptr + n * son + c[:, None] * soc + hw[None, :] * soh,
@@ -200,12 +214,7 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, part_ptr, S, N
     ``dL/dx``; per channel ``sum_hw g`` (``part[0]``, if ``SUM_G``) and, for every source of the
     table (rows as in :func:`_aggregate_kernel`), ``sum_hw g * (y_i - mean_i) * rstd_i``
     (``part[1 + i]``); ``part`` is ``(1 + S, N, C, P)``."""
-    p = tl.program_id(0)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    n = tl.program_id(2).to(tl.int64)
-    hw = p * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    cm = c < C
-    mask = cm[:, None] & (hw < HW)[None, :]
+    p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
     grad = tl.load(grad_ptr + n * sgn + c[:, None] * sgc + hw[None, :] * sgh, mask=mask,
                    other=0.)
     out = tl.load(out_ptr + n * son + c[:, None] * soc + hw[None, :] * soh, mask=mask, other=0.)
@@ -217,14 +226,8 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, part_ptr, S, N
         tl.store(part_ptr + dst, tl.sum(g, 1), mask=cm)
     y_off = n * syn + c[:, None] * syc + hw[None, :] * syh
     for i in range(S):
-        row = table_ptr + i * 5
-        y_ptr = tl.load(row).to(tl.pointer_type(Y_T))
-        if ALIGNED:
-            y_ptr = tl.multiple_of(y_ptr, 16)
-        s = n * tl.load(row + 3) + c // tl.load(row + 4)
-        mean = tl.load(tl.load(row + 1).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
-        rstd = tl.load(tl.load(row + 2).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
-        y = tl.load(y_ptr + y_off, mask=mask, other=0.).to(ACC)
+        y, mean, rstd, _ = _load_source(table_ptr + i * 5, n, c, cm, y_off, mask, ALIGNED, Y_T,
+                                        ACC)
         y_hat = (y - mean[:, None]) * rstd[:, None]
         tl.store(part_ptr + (i + 1) * N * C * P + dst, tl.sum(g * y_hat, 1), mask=cm)
 
@@ -284,11 +287,7 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, terms_ptr, w_pt
     ``i`` (int64): ``y_i``, ``mean_i``, ``rstd_i``, row stride, ``cpg`` (as in
     :func:`_aggregate_kernel`), own statistics (0 / 1), ``dL/dy_i`` (pointer, strides ``sz*``),
     the source's row in ``w`` and its row in ``terms``."""
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    n = tl.program_id(2).to(tl.int64)
-    hw = tl.program_id(0) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    cm = c < C
-    mask = cm[:, None] & (hw < HW)[None, :]
+    _p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
     dx_off = n * sdn + c[:, None] * sdc + hw[None, :] * sdh
     if G_FROM_DX:
         g = tl.load(dx_ptr + dx_off, mask=mask, other=0.)
@@ -304,14 +303,10 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, terms_ptr, w_pt
     z_off = n * szn + c[:, None] * szc + hw[None, :] * szh
     for i in range(S):
         row = table_ptr + i * 9
-        y_ptr = tl.load(row).to(tl.pointer_type(Y_T))
-        s = n * tl.load(row + 3) + c // tl.load(row + 4)
-        mean = tl.load(tl.load(row + 1).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
-        rstd = tl.load(tl.load(row + 2).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
+        y, mean, rstd, s = _load_source(row, n, c, cm, y_off, mask, ALIGNED, Y_T, ACC)
         own = cm & (tl.load(row + 5) != 0)
         dy_ptr = tl.load(row + 6).to(tl.pointer_type(Y_T))
-        if ALIGNED:  # y_i and dL/dy_i
-            y_ptr = tl.multiple_of(y_ptr, 16)
+        if ALIGNED:  # dL/dy_i, as y_i
             dy_ptr = tl.multiple_of(dy_ptr, 16)
         if HAS_W:
             w = tl.load(w_ptr + tl.load(row + 7) * C + c, mask=cm, other=0.).to(ACC)
@@ -320,7 +315,6 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, terms_ptr, w_pt
         t = terms_ptr + tl.load(row + 8) * 2 * MG + s
         e_h = tl.load(t, mask=own, other=0.)
         e_hy = tl.load(t + MG, mask=own, other=0.)
-        y = tl.load(y_ptr + y_off, mask=mask, other=0.).to(ACC)
         y_hat = (y - mean[:, None]) * rstd[:, None]
         dy = rstd[:, None] * (w[:, None] * g - e_h[:, None] - y_hat * e_hy[:, None])
         tl.store(dy_ptr + z_off, dy.to(Y_T), mask=mask)
