@@ -5,6 +5,6 @@ from .dense_shortcut import (INIT_SCHEMES, DenseShortcut, build_shortcut_norm, g
 
 __all__ = [
     'AGGREGATION_IMPLS', 'DenseAggregation', 'Source', 'aggregate_reference', 'keep_legacy_keys',
-    'op_supports',
-    'DenseShortcut', 'build_shortcut_norm', 'gn_groups', 'init_values', 'INIT_SCHEMES'
+    'op_supports', 'DenseShortcut', 'build_shortcut_norm', 'gn_groups', 'init_values',
+    'INIT_SCHEMES'
 ]

@@ -60,6 +60,7 @@ class Source(NamedTuple):
 #: How a :class:`DenseAggregation` computes (``DSNet(aggregation_impl=...)``).
 AGGREGATION_IMPLS = ('op', 'reference')
 
+
 def op_supports(norm: nn.Module) -> bool:
     """Whether the custom operators know ``norm``'s arithmetic (else the reference form)."""
     if isinstance(norm, nn.Identity):
@@ -162,7 +163,7 @@ class DenseAggregation(nn.Module):
         if sources[0].normed is not None:
             return aggregate_reference(x, [s.normed for s in sources], weight)
         return aggregate(x, [s.y for s in sources], [s.mean for s in sources],
-                               [s.rstd for s in sources], weight, [int(s.own) for s in sources])
+                         [s.rstd for s in sources], weight, [int(s.own) for s in sources])
 
     def extra_repr(self) -> str:
         return f'channels={self.channels}, num_sources={self.num_sources}'
