@@ -106,10 +106,8 @@ def _ta():
 def _aten(name):
     """The operator's ATen implementation (the reference these tests compare against):
     ``stats``, ``aggregate`` or ``backward``."""
-    from mmdsnet.ops.dense_aggregate import (dense_aggregate_aten, dense_aggregate_backward_aten,
-                                             norm_stats_aten)
-    return {'stats': norm_stats_aten, 'aggregate': dense_aggregate_aten,
-            'backward': dense_aggregate_backward_aten}[name]
+    ta = _ta()
+    return ta._ATEN[getattr(ta, f'_{name}_op')]
 
 
 @contextlib.contextmanager
@@ -332,16 +330,14 @@ def check_gradcheck():
     gradient through them is checked too), with respect to X, every Y_i and W."""
     from mmdsnet.models.layers import DenseAggregation
     from mmdsnet.ops import dense_aggregate
+
+    from helpers import bn_eval, gradcheck_inputs
     for norm, weight in (('GN', True), ('BN', True), ('BN-eval', False), (None, True)):
         torch.manual_seed(0)
         agg = DenseAggregation(8, 3, 'BN' if norm == 'BN-eval' else norm).double()
         if norm == 'BN-eval':
-            agg.eval()
-            for m in agg.norms:
-                m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2)
-        x = torch.randn(2, 8, 2, 3, dtype=torch.float64, requires_grad=True)
-        ys = [torch.randn(2, 8, 2, 3, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+            bn_eval(agg)
+        x, ys = gradcheck_inputs()
         w = torch.randn(3, 8, 1, 1, dtype=torch.float64, requires_grad=True)
 
         def f(x, w, *ys, agg=agg):

@@ -71,12 +71,11 @@ import triton.language as tl
 from torch import Tensor
 
 # the operator objects (the package's ``dense_aggregate`` name is the operator, not the module)
+from .dense_aggregate import _ATEN
 from .dense_aggregate import dense_aggregate as _aggregate_op
-from .dense_aggregate import dense_aggregate_aten
 from .dense_aggregate import dense_aggregate_backward as _backward_op
-from .dense_aggregate import dense_aggregate_backward_aten
 from .dense_aggregate import norm_stats as _stats_op
-from .dense_aggregate import norm_stats_aten, register_device_kernel, stats_dtype
+from .dense_aggregate import register_device_kernel, stats_dtype
 
 __all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'register_cuda_kernels']
 
@@ -321,11 +320,10 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, terms_ptr, w_pt
 
 
 # ---------------------------------------------------------------------------------- launchers
-def _aten(op: str):
-    """The operator's own ATen implementation (what the kernels stand beside): ``'stats'``,
-    ``'aggregate'`` or ``'backward'``. Every hand-over goes through here (tests refuse it)."""
-    return {'stats': norm_stats_aten, 'aggregate': dense_aggregate_aten,
-            'backward': dense_aggregate_backward_aten}[op]
+def _aten(op):
+    """The operator's own ATen implementation (what the kernels stand beside). Every hand-over
+    goes through here (tests refuse it)."""
+    return _ATEN[op]
 
 
 def _flat(t: Tensor) -> Optional[Tuple[int, int, int]]:
@@ -428,7 +426,7 @@ def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Te
     strides = _flat(y) if y.dim() >= 2 else None
     if (strides is None or y.dtype not in _TL or y.numel() == 0 or groups <= 0
             or y.shape[1] % groups or (over_batch and groups != y.shape[1]) or _capturing(y)):
-        return _aten('stats')(y, groups, eps, over_batch)
+        return _aten(_stats_op)(y, groups, eps, over_batch)
     n, c = y.shape[:2]
     hw = _hw(y)
     acc = stats_dtype(y.dtype)
@@ -454,7 +452,7 @@ def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: Lis
     src = _Sources(x, ys, means, rstds, weight)
     x_strides = _flat(x) if src.ok else None
     if x_strides is None or len(own_stats) != len(ys):
-        return _aten('aggregate')(x, ys, means, rstds, weight, own_stats)
+        return _aten(_aggregate_op)(x, ys, means, rstds, weight, own_stats)
     out = torch.empty_like(x)
     out_strides = _flat(out)
     block_c, block_hw = _blocks(src.c, src.hw, src.y_strides)
@@ -481,7 +479,7 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
     o_strides = _flat(out) if g_strides is not None else None
     if (o_strides is None or stats_dtype(grad.dtype) != src.acc
             or not (len(own_stats) == len(need_ys) == s)):
-        return _aten('backward')(grad, out, ys, means, rstds, weight, own_stats, need_ys,
+        return _aten(_backward_op)(grad, out, ys, means, rstds, weight, own_stats, need_ys,
                                  need_weight)
     n, c, hw = src.n, src.c, src.hw
     acc, y_t = src.acc, _TL[ys[0].dtype]

@@ -107,8 +107,8 @@ if DRY:
 else:
     SHAPES = [(3, 96, 13, 17, (torch.float32, torch.bfloat16, torch.float16, torch.float64)),
               (2, 256, 200, 304, (torch.float32, torch.bfloat16))]
-aten = {'stats': ta.norm_stats_aten, 'aggregate': ta.dense_aggregate_aten,
-        'backward': ta.dense_aggregate_backward_aten}  # the operators' ATen implementation
+aten = {k: ta._ATEN[getattr(ta, f'_{k}_op')]  # the operators' ATen implementation
+        for k in ('stats', 'aggregate', 'backward')}
 
 
 def rel(a, b):

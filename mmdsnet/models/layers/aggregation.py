@@ -83,22 +83,22 @@ class DenseAggregation(nn.Module):
         norm_cfg (str | dict | None): ``N``, see :func:`build_shortcut_norm`. Defaults to ``'GN'``.
         weight (str): ``'channel'`` (learnable ``W_l^i``) or ``'none'`` (all ones, no parameter).
         init (float | str): Initial value of ``W``, see :class:`DenseShortcut`.
-        impl (str): ``'op'`` (default): the custom operators (Triton kernels on CUDA), which keep
-            no normalized source for backward; ``'reference'``: the norm modules and a weighted
-            sum (:func:`aggregate_reference`), same result, more memory (every ``N(Y_i)`` is kept
-            for backward) but less CPU time per call, which wins where the CPU bounds the step
-            (small per-GPU batches on a fast GPU: docs/performance.md, "GPU").
+
+    Attribute ``impl``, one of :data:`AGGREGATION_IMPLS`, set once by ``DSNet(aggregation_impl=
+    ...)``: ``'op'`` (default): the custom operators (Triton kernels on CUDA), which keep no
+    normalized source for backward; ``'reference'``: the norm modules and a weighted sum
+    (:func:`aggregate_reference`), same result, more memory (every ``N(Y_i)`` is kept for
+    backward) but less CPU time per call, which wins where the CPU bounds the step (small per-GPU
+    batches on a fast GPU: docs/performance.md, "GPU").
 
     Keys: ``norms.{i}`` (BatchNorm's running statistics), ``shortcuts.{l-1}.weight`` (``W_l``).
     """
 
     def __init__(self, channels: int, num_sources: int, norm_cfg: Union[str, dict, None] = 'GN',
                  weight: str = 'channel',
-                 init: Union[float, str] = DEFAULT_SHORTCUT_INIT, impl: str = 'op') -> None:
+                 init: Union[float, str] = DEFAULT_SHORTCUT_INIT) -> None:
         super().__init__()
-        if impl not in AGGREGATION_IMPLS:
-            raise ValueError(f'aggregation_impl must be one of {AGGREGATION_IMPLS}, got {impl!r}')
-        self.channels, self.num_sources, self.impl = channels, num_sources, impl
+        self.channels, self.num_sources, self.impl = channels, num_sources, 'op'
         self.norms = nn.ModuleList(
             build_shortcut_norm(norm_cfg, channels) for _ in range(num_sources))
         self.shortcuts = nn.ModuleList(
