@@ -96,37 +96,44 @@ def test_input_size_takes_one_or_two_values(bench):
         bench.main(['--input-size', '1', '2', '3'])
 
 
-def test_ab_step_times_both_set_ups(monkeypatch, capsys):
-    """tools/analysis/ab_step.py: parses the two set-ups, times both, prints the ratio; B through
-    the dispatcher (``--b-dispatch``) really calls the operator."""
-    import importlib.util
-    import os.path as osp
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        '_ab_step', osp.join(root, 'tools', 'analysis', 'ab_step.py'))
-    ab = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ab)
-    assert ab.parse_kwargs('dict(depth=26, shortcut_init=1.0)') == dict(depth=26,
-                                                                      shortcut_init=1.0)
-    assert ab.parse_kwargs("{'depth': 26}") == dict(depth=26)
-    with pytest.raises(SystemExit, match='expected dict'):
-        ab.parse_kwargs('[1, 2]')
+def test_model_options_dispatch_and_ratio_to(bench, tiny_config, tmp_path):
+    """NAME:key=value,...[@dispatch] and --ratio-to: an A/B of two set-ups in one process. The
+    options reach the backbone, @dispatch calls the operators through the dispatcher, and the
+    per-round ratios are taken to the --ratio-to model."""
     import sys
 
     import mmdsnet.ops  # noqa: F401
     ops = sys.modules['mmdsnet.ops.dense_aggregate']  # (the package's name is the operator)
+    assert bench.parse_spec('DSNet50:shortcut_init=1.0,aggregation_impl=\'reference\'@aten') == (
+        'DSNet50', dict(shortcut_init=1.0, aggregation_impl='reference'), 'aten')
+    assert bench.parse_spec('DSNet50') == ('DSNet50', {}, '')
+    for bad in ('DSNet50:1.0', 'DSNet50:init=ones', 'DSNet50:a=1,,'):
+        with pytest.raises(SystemExit, match='bad options'):
+            bench.parse_spec(bad)
+    # depth 29: three blocks per stage, so block 2 has two sources (W = 1/2 by default)
+    ones = bench.Runner(tiny_config + ':depth=29,shortcut_init=1.0', _args(), torch.device('cpu'))
+    default = bench.Runner(tiny_config + ':depth=29', _args(), torch.device('cpu'))
+    w = {k: v for k, v in ones.model.state_dict().items() if k.endswith('shortcuts.1.weight')}
+    assert w and all(bool((v == 1).all()) for v in w.values())
+    assert not all(bool((v == 1).all()) for k, v in default.model.state_dict().items()
+                   if k.endswith('shortcuts.1.weight'))
+    dispatched = bench.Runner(tiny_config + ':depth=29@dispatch', _args(), torch.device('cpu'))
     eager = []
     real = ops._Aggregate.apply
-    monkeypatch.setattr(ops._Aggregate, 'apply', lambda *a: eager.append(1) or real(*a))
-    counts = []
-    for flag in ([], ['--b-dispatch']):
-        eager.clear()
-        monkeypatch.setattr('sys.argv', ['ab_step.py', '--a', 'dict(depth=26, base_channels=4)',
-                                         '--b', 'dict(depth=26, base_channels=4)', *flag,
-                                         '--rounds', '2', '--batch-size', '1'])
-        ab.main()
-        out = capsys.readouterr().out
-        assert 'median of per-round ratios B / A:' in out and out.count(' s\n') == 2, out
-        counts.append(len(eager))
-    # with --b-dispatch only A makes eager calls: half as many
-    assert counts[0] > 0 and counts[1] * 2 == counts[0], counts
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ops._Aggregate, 'apply', lambda *a: eager.append(1) or real(*a))
+        default.train_step()
+        n = len(eager)
+        dispatched.train_step()
+        assert n > 0 and len(eager) == n, 'the @dispatch step made eager calls'
+    out = tmp_path / 'ab.json'
+    specs = [tiny_config, tiny_config + ':shortcut_init=1.0', tiny_config + '@dispatch']
+    bench.main(['--models', *specs, '--no-stock', '--ratio-to', tiny_config,
+                '--batch-size', '2', '--input-size', '24', '--iters', '1', '--repeats', '2',
+                '--warmup', '1', '--skip', 'memory', 'infer', 'flops', '--out', str(out)])
+    res = json.loads(out.read_text())
+    assert res['reference']['train_time'] == tiny_config
+    assert res['models'][tiny_config]['train_time']['paired_ratios'] == [1.0, 1.0]
+    assert all(len(res['models'][s]['train_time']['paired_ratios']) == 2 for s in specs)
+    with pytest.raises(SystemExit):
+        bench.main(['--models', tiny_config, '--no-stock', '--ratio-to', 'DSNet50'])

@@ -20,13 +20,18 @@ goes on with the others.
 * inference images/s (eval mode, ``torch.inference_mode``), alternated like training;
 * parameters and FLOPs of the whole classifier (MMEngine's ``get_model_complexity_info``).
 
-Models: the names in :data:`ZOO` or a config file (its ``model.backbone`` is used); a name with
-``@aten`` runs the dense-aggregation operators' ATen implementation where a device kernel (Triton,
-on CUDA) is registered. The stock baselines (:data:`STOCK`, or those of ``--stock``) are added
-unless ``--no-stock``. Other settings: ``--amp bf16|fp16`` (autocast; timing only, no loss
-scaling), ``--channels-last``, ``--compile [BACKEND]`` (``torch.compile`` of the whole model),
-``--input-size H [W]``, ``--out-indices`` and ``--backbone-only`` (no head: the loss is the sum of
-the means of the backbone's outputs, as in the detection regime). Examples::
+Models: the names in :data:`ZOO` or a config file (its ``model.backbone`` is used). A name may
+carry backbone keyword arguments after a colon, ``DSNet50:shortcut_init=1.0,
+aggregation_impl='reference'`` (Python literals), and one suffix: ``@aten`` runs the
+dense-aggregation operators' ATen implementation where a device kernel (Triton, on CUDA) is
+registered; ``@dispatch`` calls the operators through the dispatcher instead of the eager calls
+(docs/design.md). ``--ratio-to SPEC`` takes the per-round ratios to that model instead of the
+fastest stock baseline: an A/B of two set-ups in one process. The stock baselines (:data:`STOCK`,
+or those of ``--stock``) are added unless ``--no-stock``. Other settings: ``--amp bf16|fp16``
+(autocast; timing only, no loss scaling), ``--channels-last``, ``--compile [BACKEND]``
+(``torch.compile`` of the whole model), ``--input-size H [W]``, ``--out-indices`` and
+``--backbone-only`` (no head: the loss is the sum of the means of the backbone's outputs, as in the
+detection regime). Examples::
 
     python tools/analysis/benchmark.py --models DSNet50 DS2Net50 --batch-size 8
     python tools/analysis/benchmark.py --models DSNet50 --threads 1 --clock cpu --repeats 9 \\
@@ -34,8 +39,12 @@ the means of the backbone's outputs, as in the detection regime). Examples::
     python tools/analysis/benchmark.py --device cuda --batch-size 32   # the paper's per-GPU batch
     python tools/analysis/benchmark.py --device cuda --batch-size 2 --input-size 800 1216 \
         --backbone-only --out-indices 0 1 2 3 --models ResNet50 DSNet50   # detection regime
+    python tools/analysis/benchmark.py --no-stock --models DSNet50 DSNet50:shortcut_init=1.0 \
+        --ratio-to DSNet50 --threads 1 --clock cpu --iters 1 --repeats 7 \
+        --skip flops memory infer                                         # an A/B
 """
 import argparse
+import ast
 import contextlib
 import gc
 import json
@@ -45,7 +54,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
+from unittest import mock
 
 import torch
 from torch import nn
@@ -135,8 +145,28 @@ class Classifier(nn.Module):
         return self.head(feat.mean((2, 3)))
 
 
-def build(name: str, out_indices=None, backbone_only: bool = False) -> nn.Module:
+def parse_spec(spec: str) -> Tuple[str, dict, str]:
+    """``'NAME[:key=value,...][@impl]'`` -> ``(NAME, {key: value}, impl)``."""
+    rest, _, impl = spec.partition('@')
+    name, _, options = rest.partition(':')
+    if impl not in ('', 'aten', 'dispatch'):
+        raise SystemExit(f'unknown implementation {impl!r} in {spec!r}: only @aten and @dispatch')
+    try:
+        call = ast.parse(f'dict({options})', mode='eval').body
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        if call.args or None in kwargs:
+            raise ValueError
+    except (SyntaxError, ValueError):
+        raise SystemExit(f'bad options {options!r} in {spec!r}: write key=value pairs of Python '
+                         f"literals, e.g. DSNet50:shortcut_init=1.0,aggregation_impl='reference'"
+                         ) from None
+    return name, kwargs, impl
+
+
+def build(name: str, out_indices=None, backbone_only: bool = False,
+          options: Optional[dict] = None) -> nn.Module:
     kw = {} if out_indices is None else dict(out_indices=tuple(out_indices))
+    kw.update(options or {})
     if name in ZOO:
         backbone = ZOO[name](**kw)
     elif name.endswith('.py') and os.path.exists(name):
@@ -178,6 +208,15 @@ def aten_operators():
         yield
 
 
+@contextlib.contextmanager
+def dispatched_operators():
+    """The models call the dense-aggregation operators through the dispatcher, as anything that
+    records the call does, instead of the eager calls (docs/design.md)."""
+    ops = sys.modules['mmdsnet.ops.dense_aggregate']  # (the package's name is the operator)
+    with mock.patch.object(ops, '_plain_eager', lambda t: False):
+        yield
+
+
 class Runner:
     """One model's training step and inference step on fixed random data."""
 
@@ -185,11 +224,10 @@ class Runner:
         torch.manual_seed(0)
         self.spec = spec
         self.device = device
-        name, _, impl = spec.partition('@')
-        if impl not in ('', 'aten'):
-            raise SystemExit(f'unknown implementation {impl!r} in {spec!r}: only @aten')
-        self.ops = aten_operators if impl == 'aten' else contextlib.nullcontext
-        self.model = build(name, args.out_indices, args.backbone_only).to(device)
+        name, options, impl = parse_spec(spec)
+        self.ops = {'aten': aten_operators, 'dispatch': dispatched_operators}.get(
+            impl, contextlib.nullcontext)
+        self.model = build(name, args.out_indices, args.backbone_only, options).to(device)
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=fmt)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
@@ -271,11 +309,11 @@ def best_stock(res, value, lowest=True) -> Optional[str]:
     return (min if lowest else max)(found)[1] if found else None
 
 
-def paired_ratios(res, samples, specs, key):
+def paired_ratios(res, samples, specs, key, ratio_to: Optional[str] = None):
     """Median over rounds of (model time / reference time in the same round), the reference
-    being the fastest stock baseline: with alternation, a slow phase of a shared machine cancels
-    out of each round's ratio."""
-    base = best_stock(res, lambda m: m.get(key, {}).get('median'))
+    being ``ratio_to`` or else the fastest stock baseline: with alternation, a slow phase of a
+    shared machine cancels out of each round's ratio."""
+    base = ratio_to or best_stock(res, lambda m: m.get(key, {}).get('median'))
     res['reference'][key] = base
     if base is None:
         return
@@ -409,6 +447,9 @@ def main(argv: Optional[List[str]] = None):
                    f'baselines {STOCK} are added unless --no-stock')
     p.add_argument('--no-stock', action='store_true',
                    help='do not add the stock baselines (ratios are then not printed)')
+    p.add_argument('--ratio-to', metavar='SPEC',
+                   help='per-round time ratios to this model of --models (an A/B), not to the '
+                   'fastest stock baseline')
     p.add_argument('--stock', nargs='+', choices=STOCK, default=STOCK,
                    help='the stock baselines to add (default: all)')
     p.add_argument('--batch-size', type=int, default=8)
@@ -445,6 +486,8 @@ def main(argv: Optional[List[str]] = None):
         print(json.dumps(memory_child(args.memory_child, args)))
         return
     specs = list(dict.fromkeys(([] if args.no_stock else args.stock) + args.models))
+    if args.ratio_to is not None and args.ratio_to not in specs:
+        p.error(f'--ratio-to {args.ratio_to!r} is not one of the models {specs}')
     device = torch.device(args.device)
     log = lambda s: print(s, flush=True)  # noqa: E731
     res = dict(
@@ -486,7 +529,7 @@ def main(argv: Optional[List[str]] = None):
         samples = alternate(runners, 'train_step', args.iters, args.repeats, device, log)
         for s, xs in samples.items():
             res['models'][s]['train_time'] = summary(xs)
-        paired_ratios(res, samples, specs, 'train_time')
+        paired_ratios(res, samples, specs, 'train_time', args.ratio_to)
     if 'infer' not in args.skip:
         for r in runners:
             r.infer_step()
@@ -494,7 +537,7 @@ def main(argv: Optional[List[str]] = None):
         for s, xs in samples.items():
             res['models'][s]['infer_img_s'] = args.batch_size / statistics.median(xs)
             res['models'][s]['infer_time'] = summary(xs)
-        paired_ratios(res, samples, specs, 'infer_time')
+        paired_ratios(res, samples, specs, 'infer_time', args.ratio_to)
     if 'memory' not in args.skip:
         for r in runners:
             if device.type == 'cuda':
@@ -510,7 +553,8 @@ def main(argv: Optional[List[str]] = None):
     print(f"Training memory: {measure}; paper's columns: Table 9, four 1080Ti GPUs, "
           f"batch 32 per GPU")
     print(table(res, key))
-    print(f"Median of per-round ratios to the fastest stock ResNet50 (train time: "
+    to = (f'--ratio-to {args.ratio_to}' if args.ratio_to else 'the fastest stock ResNet50')
+    print(f"Median of per-round ratios to {to} (train time: "
           f"{res['reference'].get('train_time')}; inference time: "
           f"{res['reference'].get('infer_time')}):")
     for s in specs:
