@@ -29,9 +29,24 @@ def randomize(model, seed=0):
 def reference_form():
     """Within this context every dense aggregation takes the straightforward reference form
     (:func:`mmdsnet.models.layers.aggregate_reference` over the norm modules' own outputs): the
-    oracle the custom operators are checked against. The product has no such switch; the tests
-    reach the same fallback an unsupported shortcut norm takes."""
+    oracle the custom operators are checked against. On an existing model, whatever its
+    ``aggregation_impl``: the tests reach the same fallback an unsupported shortcut norm takes."""
     from unittest import mock
 
     from mmdsnet.models.layers import DenseAggregation
     return mock.patch.object(DenseAggregation, 'uses_op', lambda self: False)
+
+
+def bn_eval(agg):
+    """The BN-eval case of a gradcheck: ``agg`` in eval mode with random running statistics."""
+    agg.eval()
+    for m in agg.norms:
+        m.running_mean.normal_()
+        m.running_var.uniform_(0.5, 2)
+    return agg
+
+
+def gradcheck_inputs(sources=3):
+    """``x`` and ``sources`` maps ``Y_i``, float64 ``(2, 8, 2, 3)``, requiring grad."""
+    t = lambda: torch.randn(2, 8, 2, 3, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    return t(), [t() for _ in range(sources)]

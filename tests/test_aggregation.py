@@ -19,7 +19,7 @@ from mmdsnet.models.layers import DenseAggregation, aggregate_reference, build_s
 from mmdsnet.ops import dense_aggregate, norm_stats
 from mmdsnet.ops.dense_aggregate import source_backward
 
-from helpers import randomize, reference_form
+from helpers import bn_eval, gradcheck_inputs, randomize, reference_form
 
 NORMS = {'GN': dict(type='GN', num_groups=4), 'LN': 'LN', 'IN': 'IN', 'BN': 'BN', 'none': None}
 
@@ -181,12 +181,8 @@ def test_gradcheck(norm, weight):
     """float64 gradcheck of normalize + aggregate: gradients through N's statistics included."""
     agg = _aggregation(NORMS.get(norm, 'BN'), weight)
     if norm == 'BN-eval':
-        agg.eval()
-        for m in agg.norms:
-            m.running_mean.normal_()
-            m.running_var.uniform_(0.5, 2)
-    x = torch.randn(2, 8, 2, 3, dtype=torch.float64, requires_grad=True)
-    ys = [torch.randn(2, 8, 2, 3, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+        bn_eval(agg)
+    x, ys = gradcheck_inputs()
 
     def f(x, *ys):
         return agg(x, [agg.normalize(i, y) for i, y in enumerate(ys)])

@@ -52,6 +52,7 @@ def test_mmdet_get_flops_counts_the_demo_detector(tmp_path):
 
 def test_export_decompositions_equal_the_operators():
     """What exporters see (plain ATen operators) computes what the operators compute."""
+    torch.manual_seed(0)  # the float32 rounding compared below depends on the values
     model = DS2Net(depth=26, base_channels=8, stem='cifar', shortcut_norm_cfg='BN').eval()
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
