@@ -67,9 +67,19 @@ def write_cfg(tmp_path, name='cfg.py', frozen=1, with_cp=True, iters=8, interval
     return str(path)
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def run(args, **kw):
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, **kw)
+    """Run ``args``; ``.stdout`` is stdout and stderr interleaved, in the order written."""
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='',
+               PORT=str(free_port()))  # dist_train.sh's rendezvous port; 29500 may be taken
+    return subprocess.run(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, **kw)
 
 
 def load_state(path):
@@ -81,7 +91,7 @@ def test_torchrun_two_cpu_processes_train_identical_replicas(tmp_path):
     cfg = write_cfg(tmp_path, iters=4, interval=4)
     out = run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', str(tmp_path / 'wd')],
               timeout=300)
-    log = out.stdout + out.stderr
+    log = out.stdout
     assert out.returncode == 0, log[-3000:]
     assert "backend 'nccl' -> \"gloo\"" in log  # the CPU path was taken, with a visible note
     assert 'replica check: max |parameter difference| across 2 processes = 0 ' in log
@@ -116,7 +126,7 @@ def test_sigkill_then_resume_reaches_the_uninterrupted_weights(tmp_path):
     iters = 12
     cfg = write_cfg(tmp_path, frozen=-1, with_cp=False, iters=iters, interval=4)
     ref = run([PY, 'tools/train.py', cfg, '--work-dir', str(tmp_path / 'ref')], timeout=300)
-    assert ref.returncode == 0, (ref.stdout + ref.stderr)[-3000:]
+    assert ref.returncode == 0, ref.stdout[-3000:]
 
     wd = tmp_path / 'killed'
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
@@ -135,7 +145,7 @@ def test_sigkill_then_resume_reaches_the_uninterrupted_weights(tmp_path):
     assert not osp.isfile(wd / f'iter_{iters}.pth'), 'killed too late to test anything'
 
     res = run([PY, 'tools/train.py', cfg, '--work-dir', str(wd), '--resume'], timeout=300)
-    log = res.stdout + res.stderr
+    log = res.stdout
     assert res.returncode == 0, log[-3000:]
     assert 'resumed' in log.lower() and osp.basename(killed_at) in log
     a, b = load_state(tmp_path / 'ref' / f'iter_{iters}.pth'), load_state(wd / f'iter_{iters}.pth')
@@ -194,7 +204,63 @@ custom_hooks = [dict(type='ReplicaCheckHook')]
 ''')
     out = run(['bash', 'tools/dist_train.sh', str(cfg), '2', '--work-dir', str(tmp_path / 'wd')],
               timeout=400)
-    log = out.stdout + out.stderr
+    log = out.stdout
     assert out.returncode == 0, log[-3000:]
     assert 'replica check: max |parameter difference| across 2 processes = 0 ' in log
     assert 'Epoch(train) [1][4/4]' in log  # 16 images / (2 processes x 2)
+
+
+def test_a_finished_run_releases_the_process_group(tmp_path):
+    """After the run, tools/train.py and test.py free the Runner (its DDP wrapper holds the process
+    group) and destroy the group, so gloo's worker threads end while Python is alive; a gloo
+    process that exits with them can abort in finalization. A failed run keeps the group."""
+    import torch.distributed as dist
+
+    from mmdsnet.engine import cli
+
+    def gloo_threads():  # gloo names its native threads (gloo_tcp_loop, pt_gloo_runloop)
+        names = []
+        for task in os.listdir('/proc/self/task'):
+            try:
+                with open(f'/proc/self/task/{task}/comm') as f:
+                    names.append(f.read().strip())
+            except FileNotFoundError:  # a thread that ended meanwhile
+                pass
+        return sum('gloo' in n for n in names)
+
+    def init():
+        store = dist.FileStore(str(tmp_path / f'store{len(list(tmp_path.iterdir()))}'), 1)
+        dist.init_process_group('gloo', store=store, rank=0, world_size=1)
+
+    class FakeRunner:  # the Runner's shape that matters: a DDP model in a reference cycle
+        rank = 0
+
+        def __init__(self):
+            self.model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+            self.model.runner = self
+
+    def fake_build_runner(cfg, launcher, splits):
+        return cfg, FakeRunner()
+
+    init()
+    cli_build = cli.build_runner
+    cli.build_runner = fake_build_runner
+    try:
+        def job(runner):
+            runner.model(torch.ones(1, 2)).sum().backward()  # gloo work through the reducer
+            assert gloo_threads() > 0
+            return 'done'
+
+        assert cli.run_job({}, 'pytorch', [], job) == ({}, 0, 'done')
+        assert not dist.is_initialized()
+        assert gloo_threads() == 0  # the group is gone, not only unregistered
+
+        init()
+        with pytest.raises(RuntimeError, match='inside the run'):
+            cli.run_job({}, 'pytorch', [], lambda runner: (_ for _ in ()).throw(
+                RuntimeError('inside the run')))
+        assert dist.is_initialized()
+    finally:
+        cli.build_runner = cli_build
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -16,7 +16,7 @@ import sys
 from mmengine.config import Config, ConfigDict
 
 import mmdsnet  # noqa: F401  (registers mmdsnet's models)
-from mmdsnet.engine.cli import add_common_args, build_runner, explained_errors, load_cfg, parse
+from mmdsnet.engine.cli import add_common_args, load_cfg, parse, run_job
 from mmdsnet.evaluation import table8_view
 
 
@@ -151,10 +151,8 @@ def main(argv=None):
     cfg = setup_cfg(args)
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint {osp.abspath(args.checkpoint)} does not exist')
-    with explained_errors():
-        cfg, runner = build_runner(cfg, args.launcher, ['test'])
-        metrics = runner.test()
-    if runner.rank == 0:  # the LoggerHook already wrote them to the log; this is for people
+    cfg, rank, metrics = run_job(cfg, args.launcher, ['test'], lambda runner: runner.test())
+    if rank == 0:  # the LoggerHook already wrote them to the log; this is for people
         print(f'metrics of {args.checkpoint}:\n{format_metrics(metrics)}', flush=True)
         table8 = format_table8(metrics, args.checkpoint, cfg.get('test_evaluator'))
         if table8:

@@ -17,7 +17,7 @@ from mmengine.config import Config
 from mmengine.device import get_device
 
 import mmdsnet  # noqa: F401  (registers mmdsnet's models)
-from mmdsnet.engine.cli import add_common_args, build_runner, explained_errors, load_cfg, parse
+from mmdsnet.engine.cli import add_common_args, load_cfg, parse, run_job
 
 
 def parse_args(argv=None):
@@ -107,10 +107,11 @@ def main(argv=None):
 
     splits = ['train'] + (['val'] if cfg.get('val_dataloader') and cfg.get('val_cfg') is not None
                           else [])
-    with explained_errors():
-        cfg, runner = build_runner(cfg, args.launcher, splits)
+    def train(runner):
         runner.logger.info(describe_batch_and_lr(cfg, runner.world_size))
         runner.train()
+
+    run_job(cfg, args.launcher, splits, train)
 
 
 if __name__ == '__main__':
