@@ -17,6 +17,7 @@ real images (the textures-10 set of tools/analysis/learning_check.py):
 in identity mode) and of its :class:`~mmdsnet.models.layers.DenseAggregation` (``Y_l``, l >= 1).
 """
 import argparse
+import ast
 import os.path as osp
 import sys
 from typing import Dict, List
@@ -84,11 +85,19 @@ def fmt(records: Dict[str, list], key: str) -> str:
                      for stage, entries in records.items())
 
 
+def backbone_options(spec: str) -> dict:
+    """``"a=1, b={'type': 'GN', 'eps': 1e-3}"`` -> ``{'a': 1, 'b': {...}}`` (Python literals)."""
+    try:
+        call = ast.parse(f'dict({spec})', mode='eval').body
+        return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
+    except (SyntaxError, ValueError) as e:
+        raise SystemExit(f'error: variant {spec!r} is not KEY=VALUE[,KEY=VALUE...] with Python '
+                         f'literal values ({e})') from None
+
+
 def run_variant(spec: str, data, steps: int, report_at: List[int], seed: int = 0, log=print):
     twin = spec == 'twin'
-    options = {} if twin else dict(
-        (f'model.backbone.{k}', eval(v)) for k, v in (kv.split('=', 1) for kv in spec.split(',')
-                                                      if kv))
+    options = {} if twin else {f'model.backbone.{k}': v for k, v in backbone_options(spec).items()}
     cfg = lc.load_cfg('dsnet50', options)
     torch.manual_seed(seed)
     model = lc.build_model(cfg, 10, twin)
