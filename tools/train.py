@@ -107,8 +107,9 @@ def main(argv=None):
 
     splits = ['train'] + (['val'] if cfg.get('val_dataloader') and cfg.get('val_cfg') is not None
                           else [])
+
     def train(runner):
-        runner.logger.info(describe_batch_and_lr(cfg, runner.world_size))
+        runner.logger.info(describe_batch_and_lr(runner.cfg, runner.world_size))
         runner.train()
 
     run_job(cfg, args.launcher, splits, train)

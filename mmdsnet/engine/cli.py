@@ -93,9 +93,9 @@ def run_job(cfg: Config, launcher: str, splits: Iterable[str],
     MMEngine destroys neither. A gloo process that still holds its process group when Python
     shuts down can abort there ("terminate called without an active exception", SIGABRT) after
     a finished run: the group's worker threads exit while the interpreter is finalizing
-    (pytorch/pytorch#190489, #179291; seen in 1 of ~15 two-process CPU runs here). The DDP wrapper
-    keeps the group alive, so the Runner goes first. Not on an error: the other processes may
-    still be inside a collective, and the error is what the user needs to see.
+    (pytorch/pytorch#190489, #179291; 5 of 57 two-process CPU runs here, docs/robustness.md).
+    The DDP wrapper keeps the group alive, so the Runner goes first. Not on an error: the other
+    processes may still be inside a collective, and the error is what the user needs to see.
     """
     with explained_errors():
         cfg, runner = build_runner(cfg, launcher, splits)
