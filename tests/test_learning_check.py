@@ -45,3 +45,20 @@ def test_dsnet_learns_real_images():
         assert run['val_acc'] > 0.25, (name, run['val_acc'])
     text = lc.report(results, 160)
     assert 'dsnet50' in text and 'vs the twin' in text
+
+
+def test_report_pairs_the_seeds():
+    def runs(accs):
+        return dict(runs=[dict(seed=s, val_acc=a, curve=[(10, 2.0), (20, 1.0)])
+                          for s, a in enumerate(accs)])
+
+    results = {lc.TWIN: runs([0.50, 0.40, 0.60]), 'dsnet50': runs([0.52, 0.43, 0.59])}
+    for res in results.values():  # the summary fields lc.run adds
+        accs = [r['val_acc'] for r in res['runs']]
+        res.update(mean_acc=sum(accs) / 3, min_acc=min(accs), max_acc=max(accs),
+                   mean_curve=[(10, 2.0), (20, 1.0)])
+    text = lc.report(results, 20)
+    # differences +0.02 +0.03 -0.01: mean +0.013, sd 0.0208, s.e. 0.012
+    assert 'seed by seed +0.013 +- 0.012 s.e., ahead on 2 of 3 seeds' in text, text
+    assert 'seed by seed' not in lc.report({k: dict(v, runs=v['runs'][:1])
+                                             for k, v in results.items()}, 20)

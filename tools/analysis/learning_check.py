@@ -217,8 +217,22 @@ def report(results: dict, iters: int) -> str:
                 f"from iteration {res['mean_curve'][start][0]} "
                 f"({res['mean_curve'][start][0] / iters:.0%} of the schedule)")
         lines.append(f'{name}: mean accuracy {res["mean_acc"] - twin["mean_acc"]:+.3f} vs the '
-                     f'twin; training loss at or below the twin\'s {when}')
+                     f'twin{paired(res, twin)}; training loss at or below the twin\'s {when}')
     return '\n'.join(lines)
+
+
+def paired(res: dict, twin: dict) -> str:
+    """The accuracy difference seed by seed (same batches, same init seed): mean, standard error,
+    and on how many seeds DS is ahead; '' below two shared seeds. A difference within about two
+    standard errors of 0 is not one the seeds can tell from noise."""
+    by_seed = {r['seed']: r['val_acc'] for r in twin['runs']}
+    diffs = [r['val_acc'] - by_seed[r['seed']] for r in res['runs'] if r['seed'] in by_seed]
+    if len(diffs) < 2:
+        return ''
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    ahead = sum(d > 0 for d in diffs)
+    return (f' (seed by seed {statistics.fmean(diffs):+.3f} +- {se:.3f} s.e., ahead on {ahead} of '
+            f'{len(diffs)} seeds)')
 
 
 def plot(results: dict, path: str, title: str) -> None:
