@@ -20,7 +20,8 @@ random crops padded by 2, no flips. Every model sees the same batches for a give
         model.backbone.shortcut_init=1.0                           # a variant of the recipe
 
 It prints, per model, the mean and spread (min-max) of the validation accuracy over the seeds
-and the training-loss curve (mean over seeds, at every tenth of the schedule), writes
+and the training-loss curve (mean over seeds, at every tenth of the schedule), the accuracy
+difference to the twin seed by seed (mean and standard error), writes
 ``learning_check.json`` and draws ``learning_check.png`` (loss and validation accuracy against
 iteration, one line per model) in ``--work-dir``. A benchmark, not a unit test: the suite runs a
 much smaller version (tests/test_learning_check.py).
