@@ -210,7 +210,7 @@ custom_hooks = [dict(type='ReplicaCheckHook')]
     assert 'Epoch(train) [1][4/4]' in log  # 16 images / (2 processes x 2)
 
 
-def test_a_finished_run_releases_the_process_group(tmp_path):
+def test_a_finished_run_releases_the_process_group(tmp_path, monkeypatch):
     """After the run, tools/train.py and test.py free the Runner (its DDP wrapper holds the process
     group) and destroy the group, so gloo's worker threads end while Python is alive; a gloo
     process that exits with them can abort in finalization. A failed run keeps the group."""
@@ -239,28 +239,25 @@ def test_a_finished_run_releases_the_process_group(tmp_path):
             self.model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
             self.model.runner = self
 
-    def fake_build_runner(cfg, launcher, splits):
-        return cfg, FakeRunner()
+    def job(runner):
+        runner.model(torch.ones(1, 2)).sum().backward()  # gloo work through the reducer
+        assert gloo_threads() > 0
+        return 'done'
 
+    def failing_job(runner):
+        raise RuntimeError('inside the run')
+
+    monkeypatch.setattr(cli, 'build_runner', lambda cfg, launcher, splits: (cfg, FakeRunner()))
     init()
-    cli_build = cli.build_runner
-    cli.build_runner = fake_build_runner
     try:
-        def job(runner):
-            runner.model(torch.ones(1, 2)).sum().backward()  # gloo work through the reducer
-            assert gloo_threads() > 0
-            return 'done'
-
         assert cli.run_job({}, 'pytorch', [], job) == ({}, 0, 'done')
         assert not dist.is_initialized()
         assert gloo_threads() == 0  # the group is gone, not only unregistered
 
         init()
         with pytest.raises(RuntimeError, match='inside the run'):
-            cli.run_job({}, 'pytorch', [], lambda runner: (_ for _ in ()).throw(
-                RuntimeError('inside the run')))
+            cli.run_job({}, 'pytorch', [], failing_job)
         assert dist.is_initialized()
     finally:
-        cli.build_runner = cli_build
         if dist.is_initialized():
             dist.destroy_process_group()
