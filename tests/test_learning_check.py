@@ -62,3 +62,17 @@ def test_report_pairs_the_seeds():
     assert 'seed by seed +0.013 +- 0.012 s.e., ahead on 2 of 3 seeds' in text, text
     assert 'seed by seed' not in lc.report({k: dict(v, runs=v['runs'][:1])
                                              for k, v in results.items()}, 20)
+
+
+def test_w_scale_scales_the_stages_dense_weights_only():
+    cfg = lc.load_cfg('ds2net50', TINY)
+    torch.manual_seed(0)
+    model = lc.build_model(cfg, 10, False, w_scale=0.5)
+    stage = model.backbone.layer3
+    for l, shortcut in enumerate(stage.aggregation.shortcuts, start=1):
+        assert torch.allclose(shortcut.weight, torch.full_like(shortcut.weight, 0.5 / l))
+    blocks = [m for name, m in stage.named_children() if name.isdigit()]
+    inner = [b.inner_aggregation for b in blocks if b.inner_aggregation is not None]
+    assert inner and all(torch.all(a.shortcuts[0].weight == 1) for a in inner)
+    twin = lc.build_model(cfg, 10, True, w_scale=0.5)  # no dense W to scale
+    assert not hasattr(twin.backbone.layer3, 'aggregation')

@@ -97,8 +97,10 @@ def load_cfg(name_or_path: str, cfg_options: Optional[dict] = None):
     return cfg
 
 
-def build_model(cfg, num_classes: int, twin: bool):
-    """The config's classifier with a ``num_classes`` head; ``twin``: identity shortcuts."""
+def build_model(cfg, num_classes: int, twin: bool, w_scale: float = 1.0):
+    """The config's classifier with a ``num_classes`` head; ``twin``: identity shortcuts.
+    ``w_scale`` multiplies every dense ``W_l^i`` of the stages after initialization (an
+    experiment knob; DS2's inner shortcut keeps its ``W``)."""
     from mmengine.registry import MODELS, DefaultScope
 
     import mmdsnet  # noqa: F401  (registers the backbones)
@@ -114,6 +116,12 @@ def build_model(cfg, num_classes: int, twin: bool):
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
         model = MODELS.build(model_cfg)
     model.init_weights()
+    if w_scale != 1.0 and not twin:
+        with torch.no_grad():
+            for name in model.backbone.res_layers:
+                aggregation = getattr(getattr(model.backbone, name), 'aggregation', None)
+                for w in ([] if aggregation is None else aggregation.shortcuts.parameters()):
+                    w.mul_(w_scale)
     return model
 
 
@@ -171,7 +179,7 @@ TWIN = 'twin (identity)'
 
 def run(models: List[str], seeds: List[int], iters: int, cfg_options: Optional[dict] = None,
         data: Optional[dict] = None, log=print, twin: bool = True, only_twin: bool = False,
-        **train_kwargs) -> dict:
+        w_scale: float = 1.0, **train_kwargs) -> dict:
     """Train every model and its identity twin (once, from the first model's config) for every
     seed; returns ``{name: {'runs': [...], ...}}``."""
     data = data or textures10()
@@ -182,7 +190,7 @@ def run(models: List[str], seeds: List[int], iters: int, cfg_options: Optional[d
     for seed in seeds:
         for name, cfg, twin in jobs:
             torch.manual_seed(seed)
-            model = build_model(cfg, 10, twin)
+            model = build_model(cfg, 10, twin, w_scale)
             t0 = time.time()
             out = train_one(model, build_optimizer(cfg, model), data, iters, seed,
                             **train_kwargs)
@@ -274,6 +282,9 @@ def main(argv=None):
     p.add_argument('--no-twin', action='store_true',
                    help='skip the identity twin (e.g. when comparing recipes against one twin '
                    'run: with the same seeds and one thread it repeats exactly)')
+    p.add_argument('--w-scale', type=float, default=1.0, metavar='S',
+                   help='multiply every dense W_l^i of the DS models by S after initialization '
+                   '(e.g. 0.5 with the default init: W_l^i = 0.5 / l); the twin has none')
     p.add_argument('--work-dir', default='work_dirs/learning_check')
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -289,7 +300,7 @@ def main(argv=None):
     os.makedirs(args.work_dir, exist_ok=True)
     t0 = time.time()
     results = run(args.models, args.seeds, args.iters, options, twin=not args.no_twin,
-                  only_twin=args.only_twin, warmup=args.warmup)
+                  only_twin=args.only_twin, w_scale=args.w_scale, warmup=args.warmup)
     text = report(results, args.iters)
     print(text)
     print(f'total {time.time() - t0:.0f} s, {args.threads} threads')
