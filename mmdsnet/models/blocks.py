@@ -11,7 +11,7 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from torch import Tensor, nn
 
 from .layers import DenseAggregation, keep_legacy_keys
-from .layers.dense_shortcut import DEFAULT_SHORTCUT_INIT
+from .layers.dense_shortcut import DEFAULT_SHORTCUT_ACT, DEFAULT_SHORTCUT_INIT
 
 #: The DS2 inner shortcut of a stride-2 3x3 conv (``block_cfg=dict(strided_inner=...)``).
 STRIDED_INNER = ('skip', 'pool')
@@ -59,7 +59,8 @@ class _Block(nn.Module):
         return name
 
     def _build_inner_shortcut(self, enabled: bool, channels: int, shortcut_norm_cfg,
-                              shortcut_weight: str, shortcut_init, strided: str) -> None:
+                              shortcut_weight: str, shortcut_init, shortcut_act,
+                              strided: str) -> None:
         # Where the 3x3 conv has stride 2 its input and output shapes differ: 'skip' (ours, the
         # paper's parameter count) builds no inner shortcut there, 'pool' averages the input
         # over 2x2 windows (ceil mode: the strided conv's output size) before N.
@@ -70,7 +71,8 @@ class _Block(nn.Module):
                            if enabled and self.stride != 1 and strided == 'pool' else None)
         if enabled and (self.stride == 1 or self.inner_pool is not None):
             self.inner_aggregation = DenseAggregation(channels, 1, shortcut_norm_cfg,
-                                                      shortcut_weight, shortcut_init)
+                                                      shortcut_weight, shortcut_init,
+                                                      shortcut_act)
             # saved as before it was one module: inner_norm.*, inner_shortcut.weight
             keep_legacy_keys(self, {'inner_aggregation.norms.0.': 'inner_norm.',
                                     'inner_aggregation.shortcuts.0.': 'inner_shortcut.'})
@@ -78,7 +80,9 @@ class _Block(nn.Module):
             self.inner_aggregation = None
 
     def _inner_aggregate(self, out: Tensor, u: Tensor) -> Tensor:
-        """DS2Net: ``act(out + w * N(u))``, ``u`` being the input of the 3x3 conv(s)."""
+        """DS2Net: ``act(out + w * N(u))``, ``u`` being the input of the 3x3 conv(s). Without
+        ``act`` (``shortcut_act=None``) the caller has already applied the branch's own
+        activation to ``out``, so the branch keeps its nonlinearity."""
         if self.inner_pool is not None:
             u = self.inner_pool(u)
         return self.inner_aggregation(out, [self.inner_aggregation.normalize(0, u)])
@@ -103,7 +107,8 @@ class DSBasicBlock(_Block):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
                  inner_shortcut: bool = False, shortcut_norm_cfg=None,
-                 shortcut_weight: str = 'channel', shortcut_init=DEFAULT_SHORTCUT_INIT) -> None:
+                 shortcut_weight: str = 'channel', shortcut_init=DEFAULT_SHORTCUT_INIT,
+                 shortcut_act=DEFAULT_SHORTCUT_ACT) -> None:
         super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
         if inner_shortcut:
             raise ValueError('inner_shortcut (DS2) needs a bottleneck 3x3 conv; block="basic" has '
@@ -128,8 +133,8 @@ class DSBottleneck(_Block):
     Args:
         groups (int): Groups of the 3x3 conv (ResNeXt cardinality). Defaults to 1.
         width_per_group (int): See :func:`bottleneck_width`. Defaults to 64.
-        inner_shortcut (bool): DS2Net's ``act(bn2(conv2(u)) + w * N(u))`` around the 3x3 conv.
-            Defaults to False.
+        inner_shortcut (bool): DS2Net's ``act(bn2(conv2(u)) + w * N(u))`` around the 3x3 conv
+            (``relu(bn2(conv2(u))) + w * N(u)`` with ``shortcut_act=None``). Defaults to False.
         strided_inner (str): The inner shortcut of a stride-2 3x3 conv: ``'skip'`` (none, the
             default) or ``'pool'`` (``N(avgpool_2x2(u))``). See docs/design.md.
     """
@@ -141,7 +146,7 @@ class DSBottleneck(_Block):
                  groups: int = 1, width_per_group: int = 64,
                  inner_shortcut: bool = False, strided_inner: str = 'skip',
                  shortcut_norm_cfg=None, shortcut_weight: str = 'channel',
-                 shortcut_init=DEFAULT_SHORTCUT_INIT) -> None:
+                 shortcut_init=DEFAULT_SHORTCUT_INIT, shortcut_act=DEFAULT_SHORTCUT_ACT) -> None:
         super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
         mid = bottleneck_width(out_channels // self.expansion, groups, width_per_group)
         self.conv1 = build_conv_layer(conv_cfg, in_channels, mid, 1, bias=False)
@@ -153,12 +158,16 @@ class DSBottleneck(_Block):
         self.conv3 = build_conv_layer(conv_cfg, mid, out_channels, 1, bias=False)
         self.last_norm_name = self._add_norm(out_channels, 3)
         self._build_inner_shortcut(inner_shortcut, mid, shortcut_norm_cfg, shortcut_weight,
-                                   shortcut_init, strided_inner)
+                                   shortcut_init, shortcut_act, strided_inner)
 
     def forward(self, x: Tensor) -> Tensor:
         u = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
         out = getattr(self, self.norm2_name)(self.conv2(u))
-        out = self.relu(out) if self.inner_aggregation is None else self._inner_aggregate(out, u)
+        inner = self.inner_aggregation
+        if inner is None or not inner.relu:  # the branch's ReLU, before a sum without one
+            out = self.relu(out)
+        if inner is not None:
+            out = self._inner_aggregate(out, u)
         return self.last_norm(self.conv3(out))
 
 
@@ -169,7 +178,8 @@ class DSBottle2neck(_Block):
         base_width (int): Width of one split at 64 planes (Res2Net-50 26w x 4s: 26).
         scales (int): Number of splits. Defaults to 4.
         inner_shortcut (bool): DS2 around the whole multi-scale 3x3 group:
-            ``act(concat + w * N(u))`` with ``u`` the group's input.
+            ``act(concat + w * N(u))`` with ``u`` the group's input (the splits carry their
+            own ReLUs, so ``shortcut_act=None`` drops only the one after the sum).
         strided_inner (str): As :class:`DSBottleneck`'s, for a strided block.
     """
 
@@ -181,7 +191,7 @@ class DSBottle2neck(_Block):
                  first_block: bool = False, base_width: int = 26, scales: int = 4,
                  inner_shortcut: bool = False, strided_inner: str = 'skip',
                  shortcut_norm_cfg=None, shortcut_weight: str = 'channel',
-                 shortcut_init=DEFAULT_SHORTCUT_INIT) -> None:
+                 shortcut_init=DEFAULT_SHORTCUT_INIT, shortcut_act=DEFAULT_SHORTCUT_ACT) -> None:
         super().__init__(in_channels, out_channels, stride, conv_cfg, norm_cfg)
         if scales < 2:
             raise ValueError(f'scales must be >= 2 for block="bottle2neck", got {scales}')
@@ -204,7 +214,7 @@ class DSBottle2neck(_Block):
         self.conv3 = build_conv_layer(conv_cfg, mid, out_channels, 1, bias=False)
         self.last_norm_name = self._add_norm(out_channels, 3)
         self._build_inner_shortcut(inner_shortcut, mid, shortcut_norm_cfg, shortcut_weight,
-                                   shortcut_init, strided_inner)
+                                   shortcut_init, shortcut_act, strided_inner)
 
     def forward(self, x: Tensor) -> Tensor:
         u = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))

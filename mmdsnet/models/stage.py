@@ -1,11 +1,11 @@
 """One stage of n blocks and its dense aggregation (paper Eq. 4, 11, 12, 13)."""
-from typing import List, Union
+from typing import List, Optional, Union
 
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
 from .layers import DenseAggregation, keep_legacy_keys
-from .layers.dense_shortcut import DEFAULT_SHORTCUT_INIT
+from .layers.dense_shortcut import DEFAULT_SHORTCUT_ACT, DEFAULT_SHORTCUT_INIT
 
 SHORTCUT_MODES = ('identity', 'dense_identity', 'dense_x', 'dense')
 
@@ -23,7 +23,9 @@ class DSLayer(nn.Module):
 
     ``Y_0 = act(X_0 + proj(x))`` is block 0 of an ordinary ResNet stage, so the projected stage
     input, not the raw one, is the first source (the reading that gives the paper's parameter
-    count). ``act`` is the ReLU ResNet applies after its addition. The dense modes go through one
+    count). ``act`` is the ReLU ResNet applies after its addition; after a dense sum it is
+    ``shortcut_act`` (the ReLU, or none as Eq. 12 prints it), while block 0 and the identity mode
+    keep ResNet's ReLU whatever ``shortcut_act`` says. The dense modes go through one
     :class:`~mmdsnet.models.layers.DenseAggregation` (``aggregation``): each source is
     normalized once, by its own norm (a stateful BN never mixes statistics of different
     ``Y_i``), and shared by every later block (paper 4.5). Blocks are children ``'0'``, ``'1'``,
@@ -38,13 +40,15 @@ class DSLayer(nn.Module):
         shortcut_weight (str): ``'channel'`` or ``'none'``, see
             :class:`~mmdsnet.models.layers.DenseShortcut`.
         shortcut_init (float | str): Initial value of ``W_l^i``.
+        shortcut_act (str | None): The activation after a dense sum: ``'relu'`` or None.
         with_cp (bool): Checkpoint each residual branch (``use_reentrant=False``) while training.
     """
 
     def __init__(self, blocks: List[nn.Module], shortcut: str = 'dense',
                  shortcut_norm_cfg='GN', shortcut_weight: str = 'channel',
                  shortcut_init: Union[float, str] = DEFAULT_SHORTCUT_INIT,
-                 with_cp: bool = False) -> None:
+                 with_cp: bool = False,
+                 shortcut_act: Optional[str] = DEFAULT_SHORTCUT_ACT) -> None:
         super().__init__()
         if shortcut not in SHORTCUT_MODES:
             raise ValueError(f'shortcut must be one of {SHORTCUT_MODES}, got {shortcut!r}')
@@ -61,7 +65,7 @@ class DSLayer(nn.Module):
             self.aggregation = DenseAggregation(
                 blocks[0].out_channels, self.num_blocks - 1,
                 shortcut_norm_cfg if weighted else None,
-                shortcut_weight if weighted else 'none', shortcut_init)
+                shortcut_weight if weighted else 'none', shortcut_init, shortcut_act)
             keep_legacy_keys(self, {'aggregation.norms.': 'norms.',
                                     'aggregation.shortcuts.': 'shortcuts.'})
 

@@ -8,9 +8,12 @@ Two operators carry the arithmetic of every dense shortcut (paper Eq. 12, and DS
   float32 (float64 for float64 input), whatever the input's dtype: bf16 / fp16 statistics lose
   too much. Computed once per source ``Y_i`` and shared by every later block (paper 4.5). It
   carries no gradient of its own: the aggregation's backward below differentiates through it.
-* ``mmdsnet::dense_aggregate(x, ys, means, rstds, weight, own_stats) -> out``::
+* ``mmdsnet::dense_aggregate(x, ys, means, rstds, weight, own_stats, relu=True) -> out``::
 
-      out = relu(x + sum_i weight[i] * (ys[i] - means[i]) * rstds[i])
+      out = act(x + sum_i weight[i] * (ys[i] - means[i]) * rstds[i])
+
+  ``act`` is the ReLU (``relu=True``, ResNet's activation after its addition) or nothing
+  (``relu=False``, Eq. 12 as the paper prints it): the model's ``shortcut_act``.
 
   ``means[i]`` / ``rstds[i]`` are ``(N or 1, G)`` and broadcast over the ``C / G`` channels of each
   group; ``weight`` is ``(S, C)`` or None (all ones). ``own_stats[i]`` (1 or 0: an int list, which
@@ -20,7 +23,7 @@ Two operators carry the arithmetic of every dense shortcut (paper Eq. 12, and DS
   normalization). The output has ``x``'s dtype and memory format, is computed in float32 (float64)
   and is the only tensor the operator allocates that outlives it: no normalized source is kept
   for backward, which saves exactly the ``ys`` (alive anyway: they are the next convolutions'
-  inputs), the statistics, ``weight`` and ``out`` (for the ReLU mask).
+  inputs), the statistics, ``weight`` and ``out`` (for the ReLU mask; alive anyway as well).
 * ``mmdsnet::dense_aggregate_backward``: its gradient, an operator of its own so that
   ``torch.compile`` and ``torch.export`` see the backward as one node too.
 
@@ -131,7 +134,8 @@ def _check(x: Tensor, ys: Sequence[Tensor], means: Sequence[Tensor], rstds: Sequ
 
 
 def dense_aggregate_aten(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
-                         weight: Optional[Tensor], own_stats: List[int]) -> Tensor:
+                         weight: Optional[Tensor], own_stats: List[int],
+                         relu: bool = True) -> Tensor:
     """``mmdsnet::dense_aggregate``'s implementation of stock ATen operators (every device)."""
     _check(x, ys, means, rstds, weight, own_stats)
     c = x.shape[1]
@@ -144,7 +148,7 @@ def dense_aggregate_aten(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds
     out = torch.add(x.to(acc), _spatial(shift, x))
     for y, (a, _) in zip(ys, terms):
         out.addcmul_(y, _spatial(a, x))
-    return out.relu_().to(x.dtype)
+    return (out.relu_() if relu else out).to(x.dtype)
 
 
 dense_aggregate = torch.library.custom_op('mmdsnet::dense_aggregate', dense_aggregate_aten,
@@ -152,7 +156,7 @@ dense_aggregate = torch.library.custom_op('mmdsnet::dense_aggregate', dense_aggr
 
 
 @dense_aggregate.register_fake
-def _(x, ys, means, rstds, weight, own_stats):
+def _(x, ys, means, rstds, weight, own_stats, relu=True):
     _check(x, ys, means, rstds, weight, own_stats)
     return torch.empty_like(x)
 
@@ -211,11 +215,14 @@ def dense_aggregate_backward_aten(grad: Tensor, out: Tensor, ys: List[Tensor],
                                   means: List[Tensor], rstds: List[Tensor],
                                   weight: Optional[Tensor], own_stats: List[int],
                                   need_ys: List[bool],
-                                  need_weight: bool) -> Tuple[Tensor, List[Tensor], Tensor]:
+                                  need_weight: bool,
+                                  relu: bool = True) -> Tuple[Tensor, List[Tensor], Tensor]:
     """Gradients of :func:`dense_aggregate` (ATen implementation): ``(dx, [dy_i], dweight)``;
     a ``dy_i`` that is not needed (``need_ys[i]`` false) and ``dweight`` when not needed are
     empty tensors."""
-    g = torch.ops.aten.threshold_backward(grad, out, 0)  # the ReLU, from its output
+    # the ReLU, from its output; without it dL/dx is the incoming gradient (a copy: the
+    # operator's outputs may not alias its inputs)
+    g = torch.ops.aten.threshold_backward(grad, out, 0) if relu else grad.clone()
     c = out.shape[1]
     w = None if weight is None else weight.reshape(len(ys), c)
     need_w = need_weight and w is not None
@@ -239,7 +246,7 @@ dense_aggregate_backward = torch.library.custom_op(
 
 
 @dense_aggregate_backward.register_fake
-def _(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight):
+def _(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight, relu=True):
     dys = [torch.empty_like(y) if need else y.new_empty(0) for y, need in zip(ys, need_ys)]
     dweight = (torch.empty_like(weight) if need_weight and weight is not None
                else out.new_empty(0))
@@ -247,8 +254,8 @@ def _(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight):
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, ys, means, rstds, weight, own_stats = inputs
-    ctx.num_sources = len(ys)
+    x, ys, means, rstds, weight, own_stats, relu = inputs
+    ctx.num_sources, ctx.relu = len(ys), relu
     ctx.own_stats = list(own_stats)
     ctx.has_weight = weight is not None
     ctx.ys_need_grad = [y.requires_grad for y in ys]
@@ -262,10 +269,10 @@ def _backward(ctx, grad: Tensor):
     need_weight = ctx.has_weight and ctx.needs_input_grad[4]
     dx, dys, dweight = dense_aggregate_backward(grad, out, list(ys), list(means), list(rstds),
                                                 weight, ctx.own_stats, ctx.ys_need_grad,
-                                                need_weight)
+                                                need_weight, ctx.relu)
     dys = [dy if need else None for dy, need in zip(dys, ctx.ys_need_grad)]
     none = [None] * s
-    return dx, dys, none, none, (dweight if need_weight else None), None
+    return dx, dys, none, none, (dweight if need_weight else None), None, None
 
 
 dense_aggregate.register_autograd(_backward, setup_context=_setup_context)
@@ -315,15 +322,15 @@ def kernel_for(op, t: Tensor):
 
 class _Aggregate(torch.autograd.Function):
     """``mmdsnet::dense_aggregate`` with its registered autograd formula, without the operator's
-    Python layers (eager mode only, see above). Inputs: ``own_stats, x, weight, *ys, *means,
-    *rstds``."""
+    Python layers (eager mode only, see above). Inputs: ``own_stats, relu, x, weight, *ys,
+    *means, *rstds``."""
 
     @staticmethod
-    def forward(ctx, own_stats, x, weight, *flat):
+    def forward(ctx, own_stats, relu, x, weight, *flat):
         s = len(own_stats)
         ys, means, rstds = list(flat[:s]), list(flat[s:2 * s]), list(flat[2 * s:])
-        out = kernel_for(dense_aggregate, x)(x, ys, means, rstds, weight, own_stats)
-        ctx.own_stats, ctx.has_weight = own_stats, weight is not None
+        out = kernel_for(dense_aggregate, x)(x, ys, means, rstds, weight, own_stats, relu)
+        ctx.own_stats, ctx.relu, ctx.has_weight = own_stats, relu, weight is not None
         ctx.save_for_backward(out, weight, *flat)
         return out
 
@@ -332,22 +339,22 @@ class _Aggregate(torch.autograd.Function):
         out, weight, *flat = ctx.saved_tensors
         s = len(ctx.own_stats)
         ys, means, rstds = flat[:s], flat[s:2 * s], flat[2 * s:]
-        need_ys = list(ctx.needs_input_grad[3:3 + s])
-        need_weight = ctx.has_weight and ctx.needs_input_grad[2]
+        need_ys = list(ctx.needs_input_grad[4:4 + s])
+        need_weight = ctx.has_weight and ctx.needs_input_grad[3]
         dx, dys, dweight = kernel_for(dense_aggregate_backward, grad)(
             grad, out, list(ys), list(means), list(rstds), weight, ctx.own_stats, need_ys,
-            need_weight)
-        return (None, dx, dweight if need_weight else None,
+            need_weight, ctx.relu)
+        return (None, None, dx, dweight if need_weight else None,
                 *[dy if need else None for dy, need in zip(dys, need_ys)], *[None] * (2 * s))
 
 
 def aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
-              weight: Optional[Tensor], own_stats: List[int]) -> Tensor:
-    """``mmdsnet::dense_aggregate(x, ys, means, rstds, weight, own_stats)``: the operator, or in
-    plain eager mode its kernel directly (same arithmetic, less CPU time per call)."""
+              weight: Optional[Tensor], own_stats: List[int], relu: bool = True) -> Tensor:
+    """``mmdsnet::dense_aggregate(x, ys, means, rstds, weight, own_stats, relu)``: the operator,
+    or in plain eager mode its kernel directly (same arithmetic, less CPU time per call)."""
     if _plain_eager(x):
-        return _Aggregate.apply(list(own_stats), x, weight, *ys, *means, *rstds)
-    return dense_aggregate(x, ys, means, rstds, weight, own_stats)
+        return _Aggregate.apply(list(own_stats), relu, x, weight, *ys, *means, *rstds)
+    return dense_aggregate(x, ys, means, rstds, weight, own_stats, relu)
 
 
 def statistics(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Tensor, Tensor]:
@@ -360,14 +367,14 @@ def statistics(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Te
 
 
 # ------------------------------------------------------------------ for exporters (ONNX ...)
-def _dense_aggregate_decomposed(x, ys, means, rstds, weight, own_stats):
+def _dense_aggregate_decomposed(x, ys, means, rstds, weight, own_stats, relu=True):
     c = x.shape[1]
     w = None if weight is None else weight.reshape(len(ys), c)
     out = x
     for i, (y, m, r) in enumerate(zip(ys, means, rstds)):
         a, b = _scale_shift(m, r, None if w is None else w[i], c)
         out = out + y * _spatial(a, x).to(x.dtype) + _spatial(b, x).to(x.dtype)
-    return torch.relu(out)
+    return torch.relu(out) if relu else out
 
 
 def _norm_stats_decomposed(y, groups, eps, over_batch):

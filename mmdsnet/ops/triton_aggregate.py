@@ -14,8 +14,8 @@ Notation (paper Eq. 12 with ``N`` written out): ``y_hat_i = (y_i - mean_i) * rst
 statistics broadcast over the ``C / G`` channels of each group and, with one row, over the batch;
 ``w_i`` is ``W_l^i`` (one per channel, all ones without weight)::
 
-    out = relu(x + sum_i w_i * y_hat_i)                                    (forward)
-    g   = grad * [out > 0] = dL/dx
+    out = act(x + sum_i w_i * y_hat_i)                                     (forward)
+    g   = grad * [out > 0] = dL/dx      (grad itself without the ReLU: act = identity)
     dL/dw_i[c] = sum_{n, hw} g * y_hat_i
     dL/dy_i = rstd_i * (w_i * g - E[w_i * g] - y_hat_i * E[w_i * g * y_hat_i])   (own stats)
     dL/dy_i = rstd_i * w_i * g                                           (fixed stats)
@@ -180,9 +180,11 @@ def _load_source(row, n, c, cm, y_off, mask, ALIGNED: tl.constexpr, Y_T: tl.cons
 @triton.jit(do_not_specialize=['S'])
 def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
                       sxn, sxc, sxh, syn, syc, syh, son, soc, soh,
-                      HAS_W: tl.constexpr, ALIGNED: tl.constexpr, Y_T: tl.constexpr,
-                      ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-    """``out = relu(x + sum_i w_i * (y_i - mean_i) * rstd_i)`` on one tile, in one pass.
+                      HAS_W: tl.constexpr, RELU: tl.constexpr, ALIGNED: tl.constexpr,
+                      Y_T: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+                      BLOCK_HW: tl.constexpr):
+    """``out = act(x + sum_i w_i * (y_i - mean_i) * rstd_i)`` on one tile, in one pass
+    (``act``: the ReLU if ``RELU``, else none).
 
     ``table`` row ``i`` (int64): ``y_i``, ``mean_i``, ``rstd_i`` (pointers), the statistics'
     row stride (``G``, or 0 when one row serves the batch) and channels per group: the statistic
@@ -199,7 +201,8 @@ def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
         if HAS_W:
             a *= tl.load(w_ptr + i * C + c, mask=cm, other=0.).to(ACC)
         acc += (y - mean[:, None]) * a[:, None]
-    acc = tl.where(acc < 0., 0., acc)  # the ReLU; NaN stays NaN, as in ATen
+    if RELU:
+        acc = tl.where(acc < 0., 0., acc)  # NaN stays NaN, as in ATen
     tl.store(out_ptr + n * son + c[:, None] * soc + hw[None, :] * soh,
              acc.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -207,17 +210,23 @@ def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
 @triton.jit(do_not_specialize=['S', 'N', 'P'])
 def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, part_ptr, S, N, C, HW, P,
                             sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
-                            SUM_G: tl.constexpr, ALIGNED: tl.constexpr, Y_T: tl.constexpr,
-                            ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-    """First backward pass, tile ``p`` of sample ``n``: ``g = grad * [out > 0]``, stored as
+                            SUM_G: tl.constexpr, RELU: tl.constexpr, ALIGNED: tl.constexpr,
+                            Y_T: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+                            BLOCK_HW: tl.constexpr):
+    """First backward pass, tile ``p`` of sample ``n``: ``g = grad * [out > 0]`` (``grad``
+    without the ReLU), stored as
     ``dL/dx``; per channel ``sum_hw g`` (``part[0]``, if ``SUM_G``) and, for every source of the
     table (rows as in :func:`_aggregate_kernel`), ``sum_hw g * (y_i - mean_i) * rstd_i``
     (``part[1 + i]``); ``part`` is ``(1 + S, N, C, P)``."""
     p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
     grad = tl.load(grad_ptr + n * sgn + c[:, None] * sgc + hw[None, :] * sgh, mask=mask,
                    other=0.)
-    out = tl.load(out_ptr + n * son + c[:, None] * soc + hw[None, :] * soh, mask=mask, other=0.)
-    g = tl.where(out <= 0., 0., grad)  # ReLU backward from its output (ATen's threshold)
+    if RELU:  # ReLU backward from its output (ATen's threshold)
+        out = tl.load(out_ptr + n * son + c[:, None] * soc + hw[None, :] * soh, mask=mask,
+                      other=0.)
+        g = tl.where(out <= 0., 0., grad)
+    else:
+        g = grad
     tl.store(dx_ptr + n * sdn + c[:, None] * sdc + hw[None, :] * sdh, g, mask=mask)
     g = g.to(ACC)
     dst = (n * C + c) * P + p
@@ -277,8 +286,8 @@ def _backward_terms_kernel(part_ptr, w_ptr, table_ptr, terms_ptr, N, C, HW, P, M
 def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, terms_ptr, w_ptr, S, C, HW, MG,
                            sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
                            szn, szc, szh, HAS_W: tl.constexpr, G_FROM_DX: tl.constexpr,
-                           ALIGNED: tl.constexpr, Y_T: tl.constexpr, ACC: tl.constexpr,
-                           BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+                           RELU: tl.constexpr, ALIGNED: tl.constexpr, Y_T: tl.constexpr,
+                           ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """Last backward pass, one tile: ``g`` (read back from ``dL/dx`` if the reduce pass wrote it,
     ``G_FROM_DX``, else ``grad * [out > 0]``, then stored as ``dL/dx``), and for every source of
     the table ``dL/dy_i = rstd_i * (w_i g - E[w_i g] - y_hat_i E[w_i g y_hat_i])``, the two
@@ -291,11 +300,12 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, terms_ptr, w_pt
     if G_FROM_DX:
         g = tl.load(dx_ptr + dx_off, mask=mask, other=0.)
     else:
-        grad = tl.load(grad_ptr + n * sgn + c[:, None] * sgc + hw[None, :] * sgh, mask=mask,
-                       other=0.)
-        out = tl.load(out_ptr + n * son + c[:, None] * soc + hw[None, :] * soh, mask=mask,
-                      other=0.)
-        g = tl.where(out <= 0., 0., grad)
+        g = tl.load(grad_ptr + n * sgn + c[:, None] * sgc + hw[None, :] * sgh, mask=mask,
+                    other=0.)
+        if RELU:
+            out = tl.load(out_ptr + n * son + c[:, None] * soc + hw[None, :] * soh, mask=mask,
+                          other=0.)
+            g = tl.where(out <= 0., 0., g)
         tl.store(dx_ptr + dx_off, g, mask=mask)
     g = g.to(ACC)
     y_off = n * syn + c[:, None] * syc + hw[None, :] * syh
@@ -446,13 +456,13 @@ def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Te
 
 
 def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
-                    weight: Optional[Tensor], own_stats: List[int]) -> Tensor:
-    """``mmdsnet::dense_aggregate``: ``relu(x + sum_i w_i * (y_i - mean_i) * rstd_i)`` in one
-    pass."""
+                    weight: Optional[Tensor], own_stats: List[int], relu: bool = True) -> Tensor:
+    """``mmdsnet::dense_aggregate``: ``act(x + sum_i w_i * (y_i - mean_i) * rstd_i)`` in one
+    pass (``act``: the ReLU if ``relu``)."""
     src = _Sources(x, ys, means, rstds, weight)
     x_strides = _flat(x) if src.ok else None
     if x_strides is None or len(own_stats) != len(ys):
-        return _aten(_aggregate_op)(x, ys, means, rstds, weight, own_stats)
+        return _aten(_aggregate_op)(x, ys, means, rstds, weight, own_stats, relu)
     out = torch.empty_like(x)
     out_strides = _flat(out)
     block_c, block_hw = _blocks(src.c, src.hw, src.y_strides)
@@ -461,15 +471,15 @@ def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: Lis
         _aggregate_kernel[(triton.cdiv(src.hw, block_hw), triton.cdiv(src.c, block_c), src.n)](
             x, out, table, x if src.weight is None else src.weight, len(ys), src.c, src.hw,
             *x_strides, *src.y_strides, *out_strides, HAS_W=src.weight is not None,
-            ALIGNED=_aligned(ys), Y_T=_TL[ys[0].dtype], ACC=_TL[src.acc], BLOCK_C=block_c,
-            BLOCK_HW=block_hw)
+            RELU=bool(relu), ALIGNED=_aligned(ys), Y_T=_TL[ys[0].dtype], ACC=_TL[src.acc],
+            BLOCK_C=block_c, BLOCK_HW=block_hw)
     return out
 
 
 def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means: List[Tensor],
                              rstds: List[Tensor], weight: Optional[Tensor],
-                             own_stats: List[int], need_ys: List[bool],
-                             need_weight: bool) -> Tuple[Tensor, List[Tensor], Tensor]:
+                             own_stats: List[int], need_ys: List[bool], need_weight: bool,
+                             relu: bool = True) -> Tuple[Tensor, List[Tensor], Tensor]:
     """``mmdsnet::dense_aggregate_backward``: ``(dL/dx, [dL/dy_i], dL/dW)``, two passes over
     ``g`` and the ``y_i`` (one when no statistics are the sources' own and no ``dL/dW`` is
     needed); a gradient not asked for is an empty tensor, as in the ATen implementation."""
@@ -480,7 +490,7 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
     if (o_strides is None or stats_dtype(grad.dtype) != src.acc
             or not (len(own_stats) == len(need_ys) == s)):
         return _aten(_backward_op)(grad, out, ys, means, rstds, weight, own_stats, need_ys,
-                                 need_weight)
+                                 need_weight, relu)
     n, c, hw = src.n, src.c, src.hw
     acc, y_t = src.acc, _TL[ys[0].dtype]
     need_w = need_weight and weight is not None
@@ -500,7 +510,7 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
             _backward_reduce_kernel[grid](
                 grad, out, dx, _table(src.rows(reduce), out.device), part, len(reduce), n, c,
                 hw, p, *g_strides, *o_strides, *dx_strides, *src.y_strides, SUM_G=bool(own),
-                ALIGNED=_aligned(ys), Y_T=y_t, ACC=_TL[acc], BLOCK_C=block_c,
+                RELU=bool(relu), ALIGNED=_aligned(ys), Y_T=y_t, ACC=_TL[acc], BLOCK_C=block_c,
                 BLOCK_HW=block_hw)
         if own:
             shapes = [src.layout[i][2:] for i in own]  # (G, M)
@@ -522,7 +532,7 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
             _backward_apply_kernel[grid](
                 grad, out, dx, _table(rows, out.device), terms, w, len(needed), c, hw, mg,
                 *g_strides, *o_strides, *dx_strides, *src.y_strides, *z_strides,
-                HAS_W=src.weight is not None, G_FROM_DX=bool(reduce),
+                HAS_W=src.weight is not None, G_FROM_DX=bool(reduce), RELU=bool(relu),
                 ALIGNED=_aligned(list(ys) + [dys[i] for i in needed]), Y_T=y_t, ACC=_TL[acc],
                 BLOCK_C=block_c, BLOCK_HW=block_hw)
     if need_w:

@@ -111,7 +111,7 @@ def build_model(cfg, num_classes: int, twin: bool, w_scale: float = 1.0):
     model_cfg.backbone.in_channels = 1
     if twin:
         model_cfg.backbone.shortcut = 'identity'
-        for key in ('shortcut_norm_cfg', 'shortcut_weight', 'shortcut_init'):
+        for key in ('shortcut_norm_cfg', 'shortcut_weight', 'shortcut_init', 'shortcut_act'):
             model_cfg.backbone.pop(key, None)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
         model = MODELS.build(model_cfg)

@@ -13,7 +13,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ...registry import register_model
 from ..blocks import DSBasicBlock, DSBottle2neck, DSBottleneck
 from ..layers import AGGREGATION_IMPLS, DenseAggregation, init_values
-from ..layers.dense_shortcut import DEFAULT_SHORTCUT_INIT, WEIGHT_TYPES, check_shortcut_norm_cfg
+from ..layers.dense_shortcut import (DEFAULT_SHORTCUT_ACT, DEFAULT_SHORTCUT_INIT, WEIGHT_TYPES,
+                                     act_is_relu, check_shortcut_norm_cfg)
 from ..pretrained import pretrained_cfg
 from ..stage import SHORTCUT_MODES, DSLayer
 
@@ -50,6 +51,11 @@ class DSNet(BaseModule):
             the default), ``'last'`` (``W_l^{l-1} = 1``, the rest 0) or a number for every
             ``W_l^i`` (``1.0``: the default before issue 14); see
             :class:`~mmdsnet.models.layers.DenseShortcut` and docs/design.md.
+        shortcut_act (str | None): The activation after every dense sum (and DS2's inner one):
+            ``'relu'`` (ResNet's ReLU after its addition) or None / ``'none'`` (Eq. 12 as the
+            paper prints it; DS2's inner shortcut is then added after the bottleneck's own
+            ReLU). Block 0 of each stage and ``shortcut='identity'`` keep ResNet's ReLU
+            whatever it says. See docs/design.md.
         stem (str): ``'imagenet'`` (7x7/2 conv + 3x3/2 max pool) or ``'cifar'`` (3x3/1 conv).
         in_channels (int): Input image channels. Defaults to 3.
         stem_channels (int, optional): Stem width; defaults to ``base_channels``.
@@ -100,6 +106,7 @@ class DSNet(BaseModule):
                  shortcut_norm_cfg: Union[str, dict, None] = 'GN',
                  shortcut_weight: str = 'channel',
                  shortcut_init: Union[float, str] = DEFAULT_SHORTCUT_INIT,
+                 shortcut_act: Optional[str] = DEFAULT_SHORTCUT_ACT,
                  stem: str = 'imagenet',
                  in_channels: int = 3,
                  stem_channels: Optional[int] = None,
@@ -142,7 +149,8 @@ class DSNet(BaseModule):
         block_cls = self.block_types[block]
         stem_channels = base_channels if stem_channels is None else stem_channels
         self._check_shortcut_args(shortcut, self.block_cfg.get('inner_shortcut', False),
-                                  shortcut_norm_cfg, shortcut_weight, shortcut_init)
+                                  shortcut_norm_cfg, shortcut_weight, shortcut_init,
+                                  shortcut_act)
 
         self._make_stem(stem, in_channels, stem_channels, conv_cfg, norm_cfg)
         self.res_layers, in_ch = [], stem_channels
@@ -155,6 +163,7 @@ class DSNet(BaseModule):
                               conv_cfg=conv_cfg, norm_cfg=norm_cfg,
                               shortcut_norm_cfg=shortcut_norm_cfg,
                               shortcut_weight=shortcut_weight, shortcut_init=shortcut_init,
+                              shortcut_act=shortcut_act,
                               **(dict(first_block=j == 0) if block_cls.stage_aware else {}),
                               **self.block_cfg) for j in range(n)
                 ]
@@ -162,7 +171,7 @@ class DSNet(BaseModule):
                 raise TypeError(f'block_cfg {self.block_cfg} does not fit block={block!r} '
                                 f'({block_cls.__name__}): {e}') from None
             layer = DSLayer(blocks, shortcut, shortcut_norm_cfg, shortcut_weight, shortcut_init,
-                            with_cp)
+                            with_cp, shortcut_act)
             self.add_module(f'layer{i + 1}', layer)
             self.res_layers.append(f'layer{i + 1}')
             in_ch = out_ch
@@ -175,7 +184,7 @@ class DSNet(BaseModule):
         self._log_shortcut_norms()
 
     @staticmethod
-    def _check_shortcut_args(shortcut, inner_shortcut, norm_cfg, weight, init) -> None:
+    def _check_shortcut_args(shortcut, inner_shortcut, norm_cfg, weight, init, act) -> None:
         """Validate the shortcut arguments in every mode, and warn (once per process) about those
         the mode ignores: identity and ResNet-dense have neither ``N`` nor ``W`` (unless DS2's
         inner shortcuts use them)."""
@@ -183,11 +192,14 @@ class DSNet(BaseModule):
         if weight not in WEIGHT_TYPES:
             raise ValueError(f'shortcut_weight must be one of {WEIGHT_TYPES}, got {weight!r}')
         init_values(init, 1)
+        act_is_relu(act)  # an unknown activation: the error names the choices
         if shortcut in ('identity', 'dense_identity') and not inner_shortcut:
-            given = {k: v for k, v, default in (('shortcut_norm_cfg', norm_cfg, 'GN'),
-                                                ('shortcut_weight', weight, 'channel'),
-                                                ('shortcut_init', init, DEFAULT_SHORTCUT_INIT))
-                     if v != default}
+            ignored = [('shortcut_norm_cfg', norm_cfg, 'GN'),
+                       ('shortcut_weight', weight, 'channel'),
+                       ('shortcut_init', init, DEFAULT_SHORTCUT_INIT)]
+            if shortcut == 'identity':  # ResNet-dense's plain sum takes shortcut_act
+                ignored.append(('shortcut_act', act, DEFAULT_SHORTCUT_ACT))
+            given = {k: v for k, v, default in ignored if v != default}
             if given:
                 print_log(f'DSNet(shortcut={shortcut!r}) has no weighted normalized shortcuts, '
                           f'so {given} has no effect', logger='current', level=logging.WARNING)

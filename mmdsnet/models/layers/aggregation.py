@@ -1,5 +1,8 @@
 """The dense aggregation ``Y_l = act(X_l + sum_{i<l} W_l^i * N(Y_i))`` (Eq. 12) as one module.
 
+``act`` is the model's ``shortcut_act``: the ReLU ResNet applies after its addition, or none
+(Eq. 12 as printed).
+
 :class:`DenseAggregation` owns the normalizations ``N`` (one per source) and the weights ``W``
 (one ``(l, C, 1, 1)`` tensor per target block ``l``) of one stage, or of one DS2 inner shortcut
 (one source, one target). All shortcut arithmetic of the models goes through it, in two steps
@@ -27,25 +30,27 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...ops import aggregate, statistics, stats_dtype
-from .dense_shortcut import DEFAULT_SHORTCUT_INIT, DenseShortcut, build_shortcut_norm
+from .dense_shortcut import (DEFAULT_SHORTCUT_ACT, DEFAULT_SHORTCUT_INIT, DenseShortcut,
+                             act_is_relu, build_shortcut_norm)
 
 __all__ = ['AGGREGATION_IMPLS', 'DenseAggregation', 'Source', 'aggregate_reference',
            'keep_legacy_keys']
 
 
-def aggregate_reference(x: Tensor, normed: Sequence[Tensor],
-                        weight: Optional[Tensor] = None) -> Tensor:
-    """The straightforward form ``relu(x + sum_i weight[i] * normed[i])``, one term at a time.
+def aggregate_reference(x: Tensor, normed: Sequence[Tensor], weight: Optional[Tensor] = None,
+                        relu: bool = True) -> Tensor:
+    """The straightforward form ``act(x + sum_i weight[i] * normed[i])``, one term at a time.
 
     Args:
         x (Tensor): ``X_l``, ``(N, C, H, W)``.
         normed (Sequence[Tensor]): ``N(Y_i)`` for every source, each computed once by the caller.
         weight (Tensor, optional): ``W_l``, ``(len(normed), C, 1, 1)``; None means all ones.
+        relu (bool): ``act`` is the ReLU (True) or nothing.
     """
     out = x
     for i, n in enumerate(normed):
         out = out + (n if weight is None else weight[i] * n)
-    return torch.relu(out)
+    return torch.relu(out) if relu else out
 
 
 class Source(NamedTuple):
@@ -83,6 +88,8 @@ class DenseAggregation(nn.Module):
         norm_cfg (str | dict | None): ``N``, see :func:`build_shortcut_norm`. Defaults to ``'GN'``.
         weight (str): ``'channel'`` (learnable ``W_l^i``) or ``'none'`` (all ones, no parameter).
         init (float | str): Initial value of ``W``, see :class:`DenseShortcut`.
+        act (str | None): ``act``: ``'relu'`` (default) or ``None`` / ``'none'`` (no activation
+            after the sum, Eq. 12 as printed).
 
     Attribute ``impl``, one of :data:`AGGREGATION_IMPLS`, set once by ``DSNet(aggregation_impl=
     ...)``: ``'op'`` (default): the custom operators (Triton kernels on CUDA), which keep no
@@ -96,9 +103,11 @@ class DenseAggregation(nn.Module):
 
     def __init__(self, channels: int, num_sources: int, norm_cfg: Union[str, dict, None] = 'GN',
                  weight: str = 'channel',
-                 init: Union[float, str] = DEFAULT_SHORTCUT_INIT) -> None:
+                 init: Union[float, str] = DEFAULT_SHORTCUT_INIT,
+                 act: Optional[str] = DEFAULT_SHORTCUT_ACT) -> None:
         super().__init__()
         self.channels, self.num_sources, self.impl = channels, num_sources, 'op'
+        self.relu = act_is_relu(act)
         self.norms = nn.ModuleList(
             build_shortcut_norm(norm_cfg, channels) for _ in range(num_sources))
         self.shortcuts = nn.ModuleList(
@@ -161,12 +170,14 @@ class DenseAggregation(nn.Module):
             raise ValueError(f'expected 1 to {self.num_sources} sources, got {len(sources)}')
         weight = self.shortcuts[len(sources) - 1].weight
         if sources[0].normed is not None:
-            return aggregate_reference(x, [s.normed for s in sources], weight)
+            return aggregate_reference(x, [s.normed for s in sources], weight, self.relu)
         return aggregate(x, [s.y for s in sources], [s.mean for s in sources],
-                         [s.rstd for s in sources], weight, [int(s.own) for s in sources])
+                         [s.rstd for s in sources], weight, [int(s.own) for s in sources],
+                         self.relu)
 
     def extra_repr(self) -> str:
-        return f'channels={self.channels}, num_sources={self.num_sources}'
+        act = 'relu' if self.relu else 'none'
+        return f'channels={self.channels}, num_sources={self.num_sources}, act={act}'
 
 
 def keep_legacy_keys(module: nn.Module, renames: Dict[str, str]) -> None:

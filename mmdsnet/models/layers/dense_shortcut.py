@@ -11,6 +11,10 @@ INIT_SCHEMES = ('uniform', 'last')
 #: ``shortcut_init=1.0`` gives the behaviour before issue 14.
 DEFAULT_SHORTCUT_INIT = 'uniform'
 DEFAULT_GN_GROUPS = 32
+#: The activation after the dense sum (``shortcut_act``): ResNet's ReLU after its addition, or
+#: none (``None`` / ``'none'``: Eq. 12 as the paper prints it). See docs/design.md.
+ACT_TYPES = ('relu', 'none', None)
+DEFAULT_SHORTCUT_ACT = 'relu'
 
 NormCfg = Optional[Union[str, dict]]
 
@@ -37,6 +41,15 @@ def gn_groups(channels: int, num_groups: Optional[int] = None) -> int:
             f'num_groups dividing every shortcut width (here one of {divisors}), or leave '
             f'num_groups out to pick the default rule per layer.')
     return num_groups
+
+
+def act_is_relu(act) -> bool:
+    """Whether ``shortcut_act`` asks for the ReLU after the dense sum; anything but
+    :data:`ACT_TYPES` raises, naming them."""
+    if not (act is None or isinstance(act, str)) or act not in ACT_TYPES:
+        raise ValueError(f'shortcut_act must be one of {ACT_TYPES} (the activation after the '
+                         f'dense sum: ResNet\'s ReLU, or none as Eq. 12 prints it), got {act!r}')
+    return act == 'relu'
 
 
 def init_values(init: Union[float, str], num_sources: int) -> torch.Tensor:
