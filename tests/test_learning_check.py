@@ -76,3 +76,40 @@ def test_w_scale_scales_the_stages_dense_weights_only():
     assert inner and all(torch.all(a.shortcuts[0].weight == 1) for a in inner)
     twin = lc.build_model(cfg, 10, True, w_scale=0.5)  # no dense W to scale
     assert not hasattr(twin.backbone.layer3, 'aggregation')
+
+
+def test_textures16_64_has_sixteen_classes_from_wider_windows():
+    data = lc.make_task('textures-16/64', train_per_class=8, val_per_class=4)
+    assert data['num_classes'] == 16
+    assert data['x_train'].shape == (128, 1, 16, 16) and data['x_val'].shape == (64, 1, 16, 16)
+    assert torch.bincount(data['y_val']).tolist() == [4] * 16
+    # the first ten classes are textures-10's photographs, seen through 64x64 windows
+    ten = lc.textures10(train_per_class=8, val_per_class=4)
+    assert not torch.equal(ten['x_train'], data['x_train'][:80])
+    with pytest.raises(SystemExit, match='unknown task'):
+        lc.make_task('textures-3')
+
+
+def test_model_specs_carry_backbone_arguments():
+    assert lc.parse_model('dsnet50') == ('dsnet50', {})
+    assert lc.parse_model("dsnet50:shortcut_act=None,shortcut_init='last'") == (
+        'dsnet50', dict(shortcut_act=None, shortcut_init='last'))
+    with pytest.raises(SystemExit, match='key=value'):
+        lc.parse_model('dsnet50:None')
+    cfg = lc.load_cfg('dsnet50:shortcut_act=None', TINY)
+    assert cfg.model.backbone.shortcut_act is None and cfg.model.backbone.depth == 26
+    twin = lc.build_model(cfg, 16, True)  # the twin drops every shortcut argument
+    assert twin.backbone.shortcut == 'identity' and twin.head.fc.out_features == 16
+
+
+def test_report_pairs_the_training_loss():
+    def runs(losses):
+        return dict(runs=[dict(seed=s, val_acc=0.5, curve=[(10, v), (20, v), (30, v), (40, v)])
+                          for s, v in enumerate(losses)])
+
+    results = {lc.TWIN: runs([1.0, 2.0]), 'dsnet50': runs([1.5, 2.1])}
+    for res in results.values():
+        res.update(mean_acc=0.5, min_acc=0.5, max_acc=0.5,
+                   mean_curve=[(10 * k, 1.0) for k in range(1, 5)])
+    # differences +0.5 and +0.1: mean +0.3, s.e. 0.2
+    assert 'at 25% +0.300 +- 0.200; at 50% +0.300 +- 0.200' in lc.report(results, 40)

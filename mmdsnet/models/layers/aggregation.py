@@ -23,7 +23,7 @@ straightforward form, with a warning once: never a silently wrong answer. The te
 :func:`aggregate_reference` as their oracle.
 """
 import warnings
-from typing import Dict, NamedTuple, Optional, Sequence, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -76,6 +76,49 @@ def op_supports(norm: nn.Module) -> bool:
         # SyncBatchNorm's training statistics span processes; its evaluation mode is local.
         return not norm.affine and not (isinstance(norm, nn.SyncBatchNorm) and norm.training)
     return False
+
+
+# The statistics of a source, as functions of tensors and numbers only: torch.fx (torchvision's
+# create_feature_extractor, timm's feature wrappers) records each of them, and ``aggregate``, as
+# one call instead of tracing into Python that branches on a dtype.
+def _no_stats(y: Tensor) -> Tuple[Tensor, Tensor]:
+    """``mean = 0, rstd = 1``: no normalization."""
+    one = torch.ones((1, 1), dtype=stats_dtype(y.dtype), device=y.device)
+    return torch.zeros_like(one), one
+
+
+def _group_stats(y: Tensor, groups: int, eps: float) -> Tuple[Tensor, Tensor]:
+    """GroupNorm's statistics per (sample, group)."""
+    return statistics(y.detach(), groups, eps, False)
+
+
+def _batch_stats(y: Tensor, eps: float, momentum: Optional[float],
+                 running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                 num_batches_tracked: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """BatchNorm's batch statistics per channel; the running ones (if given) are updated as
+    ``nn.BatchNorm2d`` updates them (unbiased variance, ``momentum`` None: cumulative mean)."""
+    mean, rstd = statistics(y.detach(), y.shape[1], eps, True)
+    if running_mean is not None:
+        with torch.no_grad():
+            num_batches_tracked.add_(1)
+            m = momentum if momentum is not None else 1.0 / float(num_batches_tracked)
+            count = y.numel() // y.shape[1]
+            var = (rstd.reshape(-1).pow(-2) - eps) * (count / max(count - 1, 1))
+            running_mean.mul_(1 - m).add_(mean.reshape(-1).to(running_mean.dtype), alpha=m)
+            running_var.mul_(1 - m).add_(var.to(running_var.dtype), alpha=m)
+    return mean, rstd
+
+
+def _running_stats(y: Tensor, running_mean: Tensor, running_var: Tensor,
+                   eps: float) -> Tuple[Tensor, Tensor]:
+    """BatchNorm's running statistics, fixed numbers."""
+    acc = stats_dtype(y.dtype)
+    return (running_mean.to(acc).reshape(1, -1),
+            torch.rsqrt(running_var.to(acc) + eps).reshape(1, -1))
+
+
+for _name in ('_no_stats', '_group_stats', '_batch_stats', '_running_stats', 'aggregate'):
+    torch.fx.wrap(_name)
 
 
 class DenseAggregation(nn.Module):
@@ -135,34 +178,22 @@ class DenseAggregation(nn.Module):
         norm = self.norms[i]
         if not self.uses_op():
             return Source(y, normed=norm(y))
-        acc = stats_dtype(y.dtype)
+        # (statistics indexed, not unpacked: under torch.fx they are one traced value)
         if isinstance(norm, nn.Identity):
-            one = torch.ones((1, 1), dtype=acc, device=y.device)
-            return Source(y, torch.zeros_like(one), one, False)
-        if isinstance(norm, nn.GroupNorm):
-            mean, rstd = statistics(y.detach(), norm.num_groups, norm.eps, False)
-            return Source(y, mean, rstd, True)
-        # BatchNorm: batch statistics in training (updating the running ones as nn.BatchNorm2d
-        # does) or without running statistics; the running statistics otherwise.
-        if norm.training or not norm.track_running_stats:
-            mean, rstd = statistics(y.detach(), y.shape[1], norm.eps, True)
-            if norm.training and norm.track_running_stats:
-                self._update_running_stats(norm, mean, rstd, y.numel() // y.shape[1])
-            return Source(y, mean, rstd, True)
-        mean = norm.running_mean.to(acc).reshape(1, -1)
-        rstd = torch.rsqrt(norm.running_var.to(acc) + norm.eps).reshape(1, -1)
-        return Source(y, mean, rstd, False)
-
-    @staticmethod
-    @torch.no_grad()
-    def _update_running_stats(norm: _BatchNorm, mean: Tensor, rstd: Tensor, count: int) -> None:
-        norm.num_batches_tracked.add_(1)
-        momentum = (norm.momentum if norm.momentum is not None
-                    else 1.0 / float(norm.num_batches_tracked))
-        var = (rstd.reshape(-1).pow(-2) - norm.eps) * (count / max(count - 1, 1))  # unbiased
-        norm.running_mean.mul_(1 - momentum).add_(mean.reshape(-1).to(norm.running_mean.dtype),
-                                                 alpha=momentum)
-        norm.running_var.mul_(1 - momentum).add_(var.to(norm.running_var.dtype), alpha=momentum)
+            stats, own = _no_stats(y), False
+        elif isinstance(norm, nn.GroupNorm):
+            stats, own = _group_stats(y, norm.num_groups, norm.eps), True
+        elif norm.training or not norm.track_running_stats:
+            # BatchNorm's batch statistics, updating the running ones in training as
+            # nn.BatchNorm2d does
+            update = norm.training and norm.track_running_stats
+            stats, own = _batch_stats(
+                y, norm.eps, norm.momentum, norm.running_mean if update else None,
+                norm.running_var if update else None,
+                norm.num_batches_tracked if update else None), True
+        else:  # BatchNorm's running statistics
+            stats, own = _running_stats(y, norm.running_mean, norm.running_var, norm.eps), False
+        return Source(y, stats[0], stats[1], own)
 
     def forward(self, x: Tensor, sources: Sequence[Source]) -> Tensor:
         """``act(X_l + sum_i W_l^i * N(Y_i))`` with ``l = len(sources)``."""
