@@ -105,8 +105,8 @@ def main_panel():
           'font-style="italic">Y</tspan><tspan baseline-shift="sub" font-size="70%">l-1</tspan>)')
     s.append(text(W / 2, 330, eq, 17))
     s.append(text(W / 2, 352, 'F: the residual branch (bottleneck); N: GroupNorm without affine, '
-                              'computed once per Y and shared; W: learnable channel-wise weights', 13,
-                  color='#333'))
+                              'computed once per Y and shared; W: learnable channel-wise weights',
+                  13, color='#333'))
     s.append(text(W / 2, 370, "act: ResNet's ReLU after the sum, or none (the backbone's "
                               'shortcut_act)', 13, color='#333'))
     return s
