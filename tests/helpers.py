@@ -26,15 +26,15 @@ def randomize(model, seed=0):
     return model
 
 
-def reference_form():
-    """Within this context every dense aggregation takes the straightforward reference form
-    (:func:`mmdsnet.models.layers.aggregate_reference` over the norm modules' own outputs): the
-    oracle the custom operators are checked against. On an existing model, whatever its
-    ``aggregation_impl``: the tests reach the same fallback an unsupported shortcut norm takes."""
-    from unittest import mock
-
-    from mmdsnet.models.layers import DenseAggregation
-    return mock.patch.object(DenseAggregation, 'uses_op', lambda self: False)
+def reference_twin(model, build):
+    """The oracle the custom operators are checked against: ``build(aggregation_impl=
+    'reference')``, the same network with every dense aggregation in the straightforward
+    reference form (:func:`mmdsnet.models.layers.aggregate_reference` over the norm modules' own
+    outputs), holding ``model``'s parameters and buffers, in its dtype and mode. ``build`` takes
+    the model's keyword arguments (e.g. ``functools.partial(DSNet, depth=26)``)."""
+    twin = build(aggregation_impl='reference').to(next(model.parameters()).dtype)
+    twin.load_state_dict(model.state_dict(), strict=True)
+    return twin.train(model.training)
 
 
 def bn_eval(agg):

@@ -1,13 +1,13 @@
 """The dense aggregation operators (mmdsnet.ops) against the reference form.
 
 The oracle is :func:`mmdsnet.models.layers.aggregate_reference` over the norm modules' own
-outputs (``helpers.reference_form``). Compared: outputs, the gradient of every parameter and of
-the input, BatchNorm running statistics; in float64 to 1e-9, in float32 against a float64 truth,
-in bf16 under autocast within a stated tolerance. No timing here: see
-tools/analysis/benchmark.py.
+outputs (``helpers.reference_twin``: the model built with ``aggregation_impl='reference'``).
+Compared: outputs, the gradient of every parameter and of the input, BatchNorm running
+statistics; in float64 to 1e-9, in float32 against a float64 truth, in bf16 under autocast
+within a stated tolerance. No timing here: see tools/analysis/benchmark.py.
 """
-import contextlib
 import copy
+import functools
 import warnings
 
 import pytest
@@ -19,7 +19,7 @@ from mmdsnet.models.layers import DenseAggregation, aggregate_reference, build_s
 from mmdsnet.ops import dense_aggregate, norm_stats
 from mmdsnet.ops.dense_aggregate import source_backward
 
-from helpers import bn_eval, gradcheck_inputs, randomize, reference_form
+from helpers import bn_eval, gradcheck_inputs, randomize, reference_twin
 
 NORMS = {'GN': dict(type='GN', num_groups=4), 'LN': 'LN', 'IN': 'IN', 'BN': 'BN', 'none': None}
 
@@ -29,14 +29,13 @@ def _loss(outs):
     return sum((o.float() * torch.linspace(-1, 2, o.numel()).view_as(o)).sum() for o in outs)
 
 
-def _run(model, x, train, reference=False):
+def _run(model, x, train):
     """Forward + backward; returns outputs, grads by name, buffers by name."""
     model.train(train)
     model.zero_grad(set_to_none=True)
     xi = x.clone().requires_grad_()
-    with reference_form() if reference else contextlib.nullcontext():
-        outs = model(xi)
-        _loss(outs).backward()  # with_cp recomputes the forward here
+    outs = model(xi)
+    _loss(outs).backward()  # with_cp recomputes the forward here
     grads = {'input': xi.grad, **{n: p.grad for n, p in model.named_parameters()}}
     return [o.detach() for o in outs], grads, {n: b.clone() for n, b in model.named_buffers()}
 
@@ -47,13 +46,16 @@ def _tiny(cls, **kwargs):
                       **kwargs))
 
 
-def _compare(model, train, size=16, tol=1e-9, x=None):
-    ref = model
-    ours = copy.deepcopy(ref)
+def _compare(build, train, size=16, tol=1e-9, x=None, channels_last=False):
+    """``build()`` with random weights in float64 against its reference twin."""
+    ours = randomize(build()).double()
+    if channels_last:
+        ours = ours.to(memory_format=torch.channels_last)
+    ref = reference_twin(ours, build)
     if x is None:
         x = torch.randn(2, 3, size, size, dtype=torch.float64,
                         generator=torch.Generator().manual_seed(1))
-    r_out, r_grad, r_buf = _run(ref, x, train, reference=True)
+    r_out, r_grad, r_buf = _run(ref, x, train)
     o_out, o_grad, o_buf = _run(ours, x, train)
     for a, b in zip(r_out, o_out):
         torch.testing.assert_close(b, a, rtol=tol, atol=tol)
@@ -72,14 +74,14 @@ def _compare(model, train, size=16, tol=1e-9, x=None):
 @pytest.mark.parametrize('norm', list(NORMS))
 @pytest.mark.parametrize('train', [True, False], ids=['train', 'eval'])
 def test_op_equals_reference_every_norm(cls, norm, train):
-    grads = _compare(randomize(_tiny(cls, shortcut_norm_cfg=NORMS[norm])).double(), train)
+    grads = _compare(functools.partial(_tiny, cls, shortcut_norm_cfg=NORMS[norm]), train)
     assert grads['layer2.aggregation.shortcuts.1.weight'].abs().sum() > 0
 
 
 @pytest.mark.parametrize('cls', [DSNet, DS2Net])
 @pytest.mark.parametrize('train', [True, False], ids=['train', 'eval'])
 def test_op_equals_reference_with_cp(cls, train):
-    _compare(randomize(_tiny(cls, with_cp=True)).double(), train)
+    _compare(functools.partial(_tiny, cls, with_cp=True), train)
 
 
 @pytest.mark.parametrize('kwargs', [dict(shortcut='dense_x'), dict(shortcut='dense_identity'),
@@ -87,30 +89,31 @@ def test_op_equals_reference_with_cp(cls, train):
                                     dict(shortcut_init='last'), dict(shortcut_init='uniform'),
                                     dict(block_cfg=dict(strided_inner='pool'))])
 def test_op_equals_reference_other_modes(kwargs):
-    _compare(randomize(_tiny(DS2Net, **kwargs)).double(), True)
+    _compare(functools.partial(_tiny, DS2Net, **kwargs), True)
 
 
 def test_op_equals_reference_res2net_and_frozen():
-    _compare(randomize(DS2Net(depth=50, block='bottle2neck', base_channels=8, stem='cifar',
-                              out_indices=(0, 1), frozen_stages=1)).double(), True)
+    _compare(functools.partial(DS2Net, depth=50, block='bottle2neck', base_channels=8,
+                               stem='cifar', out_indices=(0, 1), frozen_stages=1), True)
 
 
 def test_op_equals_reference_channels_last_and_non_contiguous():
-    model = randomize(_tiny(DS2Net, shortcut_norm_cfg='BN')).double()
+    build = functools.partial(_tiny, DS2Net, shortcut_norm_cfg='BN')
     x = torch.randn(2, 3, 13, 11, dtype=torch.float64)  # odd sizes
-    _compare(model, True, x=x.contiguous(memory_format=torch.channels_last))
-    _compare(model.to(memory_format=torch.channels_last), True, x=x)
-    _compare(model, True, x=torch.randn(2, 3, 22, 13, dtype=torch.float64)[:, :, ::2])
+    _compare(build, True, x=x.contiguous(memory_format=torch.channels_last))
+    _compare(build, True, x=x, channels_last=True)
+    _compare(build, True, x=torch.randn(2, 3, 22, 13, dtype=torch.float64)[:, :, ::2])
 
 
 def test_op_float32_is_as_accurate_as_the_reference():
     """float32 against a float64 truth: the operators' error is of the reference's own size."""
     model = randomize(_tiny(DS2Net))
+    twin = reference_twin(model, functools.partial(_tiny, DS2Net))
     x = torch.randn(2, 3, 16, 16)
-    _, truth, _ = _run(copy.deepcopy(model).double(), x.double(), True, reference=True)
+    _, truth, _ = _run(copy.deepcopy(twin).double(), x.double(), True)
     errors = {}
-    for reference in (True, False):
-        _, grads, _ = _run(copy.deepcopy(model), x, True, reference=reference)
+    for reference, m in ((True, twin), (False, model)):
+        _, grads, _ = _run(copy.deepcopy(m), x, True)
         errors[reference] = max(((grads[k].double() - truth[k]).abs().max()
                                  / truth[k].abs().max()).item() for k in truth
                                 if truth[k] is not None)
@@ -142,7 +145,7 @@ def test_each_source_is_normalized_once_per_forward():
 
 def test_op_keeps_no_normalized_source_for_backward():
     """What autograd keeps alive: the reference keeps one N(Y_i) per source, the operator none."""
-    def saved_bytes(model, reference=False):
+    def saved_bytes(model):
         model.train()
         seen = {}
 
@@ -151,15 +154,13 @@ def test_op_keeps_no_normalized_source_for_backward():
             return t
         x = torch.randn(4, 3, 32, 32)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            if reference:
-                with reference_form():
-                    out = model(x)
-            else:
-                out = model(x)
+            out = model(x)
         del out
         return sum(seen.values())
     net = DSNet(depth=26, base_channels=8, stem='cifar')
-    ref, ours = saved_bytes(copy.deepcopy(net), True), saved_bytes(copy.deepcopy(net))
+    ref = saved_bytes(reference_twin(net, functools.partial(DSNet, depth=26, base_channels=8,
+                                                            stem='cifar')))
+    ours = saved_bytes(net)
     resnet = saved_bytes(DSNet(depth=26, base_channels=8, stem='cifar', shortcut='identity'))
     assert ours < ref
     # the operator keeps ResNet's saved tensors plus per-(sample, group) statistics and W only
@@ -251,12 +252,12 @@ def test_bf16_autocast_train_step_is_as_accurate_as_the_reference(cls):
     per-tensor errors at 20-150% on this tiny net, so only the comparison is meaningful)."""
     torch.manual_seed(0)
     model = _tiny(cls, out_indices=(2, ))
+    twin = reference_twin(model, functools.partial(_tiny, cls, out_indices=(2, )))
     x = torch.randn(8, 3, 16, 16)
 
     def step(autocast, reference):
-        m = copy.deepcopy(model).train()
-        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast), \
-                reference_form() if reference else contextlib.nullcontext():
+        m = copy.deepcopy(twin if reference else model).train()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
             out = m(x)[-1]
             out.float().pow(2).mean().backward()
         assert all(p.grad.dtype == p.dtype for p in m.parameters() if p.grad is not None)
@@ -302,14 +303,14 @@ def test_unsupported_norm_takes_the_reference_form_with_one_warning():
         def __init__(self, num_features, **kwargs):
             super().__init__(2, num_features, affine=True)
 
-    model = randomize(_tiny(DSNet, shortcut_norm_cfg=dict(type='_TestScaledNorm'))).double()
+    build = functools.partial(_tiny, DSNet, shortcut_norm_cfg=dict(type='_TestScaledNorm'))
+    model = randomize(build()).double()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     with pytest.warns(UserWarning, match='using the reference form') as record:
         out = model(x)
         out = model(x)
     assert sum('reference form' in str(w.message) for w in record) == 3  # once per stage
-    with reference_form():
-        torch.testing.assert_close(out, model(x))
+    torch.testing.assert_close(out, reference_twin(model, build)(x))
 
 
 def test_syncbn_shortcut_norm_in_training_takes_the_reference_form():

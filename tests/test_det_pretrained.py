@@ -149,7 +149,7 @@ def test_partial_match_logs_missing_and_unexpected(tmp_path, logs):
     n, m = load_pretrained(model, str(path), prefix='backbone.')
     assert n < m and n >= 0.9 * m
     assert logs[0] == f"loaded {n}/{m} backbone tensors from {path} (prefix 'backbone.')"
-    assert any('missing' in line and 'inner_shortcut' in line for line in logs[1:])
+    assert any('missing' in line and 'inner_aggregation' in line for line in logs[1:])
 
 
 def test_untrusted_pickle_is_refused(tmp_path):

@@ -365,12 +365,12 @@ def check_model_float64():
     form, in float64 (1e-9): outputs and every gradient."""
     from mmdsnet.models import DS2Net
 
-    from helpers import randomize, reference_form
-    model = randomize(DS2Net(depth=29, base_channels=8, stem='cifar',
-                             out_indices=(0, 1, 2))).double().train()
+    from helpers import randomize, reference_twin
+    build = functools.partial(DS2Net, depth=29, base_channels=8, stem='cifar',
+                              out_indices=(0, 1, 2))
+    model = randomize(build()).double().train()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    with reference_form():
-        ref = _train_step(copy.deepcopy(model), x)
+    ref = _train_step(reference_twin(model, build), x)
     with _kernels_on_cpu() as calls:
         got = _train_step(model, x)
     assert {'stats', 'aggregate', 'backward'} <= set(calls)

@@ -120,7 +120,7 @@ class CheckpointMatchHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if isinstance(model, BaseTTAModel):  # --tta: the checkpoint is the wrapped model's
             model = model.module
-        cmp = compare_state_dicts(model.state_dict(), source)
+        cmp = compare_state_dicts(model.state_dict(), source, runner._load_from)
         name = runner._load_from or 'the checkpoint'
         line = f'{name}: {len(cmp.matched)}/{cmp.total} model tensors match'
         if len(cmp.matched) < self.min_fraction * cmp.total:

@@ -10,7 +10,7 @@ import torch
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from torch import Tensor, nn
 
-from .layers import DenseAggregation, keep_legacy_keys
+from .layers import DenseAggregation
 from .layers.dense_shortcut import DEFAULT_SHORTCUT_ACT, DEFAULT_SHORTCUT_INIT
 
 #: The DS2 inner shortcut of a stride-2 3x3 conv (``block_cfg=dict(strided_inner=...)``).
@@ -73,9 +73,6 @@ class _Block(nn.Module):
             self.inner_aggregation = DenseAggregation(channels, 1, shortcut_norm_cfg,
                                                       shortcut_weight, shortcut_init,
                                                       shortcut_act)
-            # saved as before it was one module: inner_norm.*, inner_shortcut.weight
-            keep_legacy_keys(self, {'inner_aggregation.norms.0.': 'inner_norm.',
-                                    'inner_aggregation.shortcuts.0.': 'inner_shortcut.'})
         else:
             self.inner_aggregation = None
 

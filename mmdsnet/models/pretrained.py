@@ -24,9 +24,17 @@ mmengine's arguments (``checkpoint``, ``prefix``, ``map_location``) and, through
 
 Tensors the checkpoint lacks keep the value the other ``init_cfg`` entries (run first) or the
 constructor gave them.
+
+Checkpoint keys are the module names (``layer1.aggregation.norms.0.weight``, as
+``named_parameters()`` says). A checkpoint saved with the older keys of the dense shortcuts
+(:func:`rename_old_keys`) is refused by every loader (DSNet's load-state-dict pre-hook,
+:func:`compare_state_dicts`) with :class:`OldCheckpointKeysError`, which names the conversion
+command, ``python tools/convert_checkpoint.py OLD.pth NEW.pth``.
 """
 import os
-from typing import Dict, List, NamedTuple, Optional, Tuple
+import re
+from collections import OrderedDict
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -37,8 +45,9 @@ from torch import nn
 from ..registry import WEIGHT_INITIALIZERS
 from ..utils import preview
 
-__all__ = ['MIN_FRACTION', 'PretrainedMismatchError', 'StrictPretrained', 'compare_state_dicts',
-           'load_pretrained', 'pretrained_cfg', 'read_state_dict', 'select_prefix']
+__all__ = ['MIN_FRACTION', 'OldCheckpointKeysError', 'PretrainedMismatchError', 'StrictPretrained',
+           'compare_state_dicts', 'load_pretrained', 'pretrained_cfg', 'read_state_dict',
+           'refuse_old_keys', 'rename_old_keys', 'select_prefix']
 
 #: Fewer matched backbone tensors than this fraction means a wrong file or prefix.
 MIN_FRACTION = 0.9
@@ -46,6 +55,55 @@ MIN_FRACTION = 0.9
 
 class PretrainedMismatchError(RuntimeError):
     """The checkpoint named in a ``Pretrained`` init_cfg does not fit the backbone."""
+
+
+class OldCheckpointKeysError(PretrainedMismatchError):
+    """The checkpoint uses the keys of the dense shortcuts from before they were one module."""
+
+
+# The keys a stage's dense shortcuts and DS2's inner shortcut were saved under before they became
+# one DenseAggregation child -> their module names. (^|\.) keeps any prefix (backbone., module.).
+_OLD_KEYS = (
+    (re.compile(r'(^|\.)(layer\d+)\.(norms|shortcuts)\.'), r'\1\2.aggregation.\3.'),
+    (re.compile(r'(^|\.)(layer\d+\.\d+)\.inner_norm\.'), r'\1\2.inner_aggregation.norms.0.'),
+    (re.compile(r'(^|\.)(layer\d+\.\d+)\.inner_shortcut\.'),
+     r'\1\2.inner_aggregation.shortcuts.0.'),
+)
+
+
+def _new_key(key: str) -> str:
+    for old, new in _OLD_KEYS:
+        key = old.sub(new, key, count=1)
+    return key
+
+
+def rename_old_keys(state_dict: Dict[str, torch.Tensor]
+                    ) -> Tuple['OrderedDict[str, torch.Tensor]', Dict[str, str]]:
+    """``state_dict`` with the old dense-shortcut keys renamed to the module names, in the same
+    order, and ``{old key: new key}`` of what was renamed.
+
+    ``layerK.norms.{i}.*`` -> ``layerK.aggregation.norms.{i}.*``,
+    ``layerK.shortcuts.{j}.weight`` -> ``layerK.aggregation.shortcuts.{j}.weight``,
+    ``layerK.{b}.inner_norm.*`` -> ``layerK.{b}.inner_aggregation.norms.0.*``,
+    ``layerK.{b}.inner_shortcut.weight`` -> ``layerK.{b}.inner_aggregation.shortcuts.0.weight``;
+    any prefix (``backbone.``) is kept.
+    """
+    renamed = {k: _new_key(k) for k in state_dict}
+    return (OrderedDict((renamed[k], v) for k, v in state_dict.items()),
+            {k: n for k, n in renamed.items() if n != k})
+
+
+def refuse_old_keys(keys: Iterable[str], checkpoint: Optional[str] = None) -> None:
+    """Raise :class:`OldCheckpointKeysError`, naming the conversion command (with the file
+    ``checkpoint`` where known), when any of ``keys`` is an old dense-shortcut key
+    (:func:`rename_old_keys`)."""
+    old = [k for k in keys if _new_key(k) != k]
+    if old:
+        raise OldCheckpointKeysError(
+            f'{checkpoint or "The checkpoint"} was saved with the old keys of the dense '
+            f'shortcuts ({len(old)} keys, e.g. {old[0]!r}, now {_new_key(old[0])!r}). Convert it '
+            f'once with `python tools/convert_checkpoint.py {checkpoint or "OLD.pth"} NEW.pth` '
+            f'and load NEW.pth instead.')
 
 
 def pretrained_cfg(init_cfg) -> Optional[dict]:
@@ -118,12 +176,14 @@ class StateDictMatch(NamedTuple):
         return '; '.join(parts) or 'every tensor matches'
 
 
-def compare_state_dicts(target: Dict[str, torch.Tensor],
-                        source: Dict[str, torch.Tensor]) -> StateDictMatch:
+def compare_state_dicts(target: Dict[str, torch.Tensor], source: Dict[str, torch.Tensor],
+                        checkpoint: Optional[str] = None) -> StateDictMatch:
     """Match ``source`` (a checkpoint's tensors) against ``target`` (a module's state dict).
 
-    ``module.`` prefixes of DDP-wrapped saves are ignored.
+    ``module.`` prefixes of DDP-wrapped saves are ignored. Old dense-shortcut keys raise
+    :class:`OldCheckpointKeysError` (:func:`refuse_old_keys`), naming the file ``checkpoint``.
     """
+    refuse_old_keys(source, checkpoint)
     source = select_prefix(source)
     shared = [k for k in target if k in source]
     return StateDictMatch(
@@ -162,7 +222,7 @@ def load_pretrained(module: nn.Module,
     raw = read_state_dict(checkpoint, map_location)
     source = select_prefix(raw, prefix)
     target = module.state_dict()
-    cmp = compare_state_dicts(target, source)
+    cmp = compare_state_dicts(target, source, checkpoint)
     matched, mismatched, missing, unexpected = (cmp.matched, cmp.mismatched, cmp.missing,
                                                 cmp.unexpected)
     where = f'{checkpoint} (prefix {prefix!r})'

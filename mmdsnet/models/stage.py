@@ -4,7 +4,7 @@ from typing import List, Optional, Union
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
-from .layers import DenseAggregation, keep_legacy_keys
+from .layers import DenseAggregation
 from .layers.dense_shortcut import DEFAULT_SHORTCUT_ACT, DEFAULT_SHORTCUT_INIT
 
 SHORTCUT_MODES = ('identity', 'dense_identity', 'dense_x', 'dense')
@@ -29,8 +29,8 @@ class DSLayer(nn.Module):
     :class:`~mmdsnet.models.layers.DenseAggregation` (``aggregation``): each source is
     normalized once, by its own norm (a stateful BN never mixes statistics of different
     ``Y_i``), and shared by every later block (paper 4.5). Blocks are children ``'0'``, ``'1'``,
-    ... so keys read ``layer1.0.conv1.weight`` as in ResNet; the aggregation's keys are saved as
-    ``layer1.norms.{i}`` and ``layer1.shortcuts.{l-1}.weight``, as before it was one module.
+    ... so keys read ``layer1.0.conv1.weight`` as in ResNet; the aggregation's keys are its module
+    names, ``layer1.aggregation.norms.{i}`` and ``layer1.aggregation.shortcuts.{l-1}.weight``.
 
     Args:
         blocks (list[nn.Module]): The residual branches; block 0 owns the projection.
@@ -66,8 +66,6 @@ class DSLayer(nn.Module):
                 blocks[0].out_channels, self.num_blocks - 1,
                 shortcut_norm_cfg if weighted else None,
                 shortcut_weight if weighted else 'none', shortcut_init, shortcut_act)
-            keep_legacy_keys(self, {'aggregation.norms.': 'norms.',
-                                    'aggregation.shortcuts.': 'shortcuts.'})
 
     def block(self, l: int) -> nn.Module:
         return self._modules[str(l)]

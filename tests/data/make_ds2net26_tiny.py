@@ -1,10 +1,11 @@
-"""How ds2net26-tiny_cifar10_before-issue13{,_probe}.pth were written (2026-11-27, 2-core CPU dev
-box), with the code of commit 1d19ef9, the tree before issue 13:
+"""How ds2net26-tiny_cifar10_old-keys{,_probe}.pth were written (2026-11-27, 2-core CPU dev box),
+with the code of commit 1d19ef9, whose checkpoints hold the old dense-shortcut keys
+(``layerK.norms.{i}``, ``layerK.{b}.inner_shortcut`` ...; tools/convert_checkpoint.py):
 
     mkdir /tmp/base && git archive 1d19ef9 | tar -x -C /tmp/base
     PYTHONPATH=/tmp/base .venv/bin/python tests/data/make_ds2net26_tiny.py \
-        tests/data/ds2net26-tiny_cifar10_before-issue13.pth \
-        tests/data/ds2net26-tiny_cifar10_before-issue13_probe.pth
+        tests/data/ds2net26-tiny_cifar10_old-keys.pth \
+        tests/data/ds2net26-tiny_cifar10_old-keys_probe.pth
 
 An mmpretrain ImageClassifier around a tiny DS2Net (DSNet + inner_shortcut, as configs wrote it
 then), saved the way MMEngine's Runner saves (meta, message_hub with HistoryBuffer and numpy), and
@@ -41,7 +42,7 @@ model.eval()
 x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
 with torch.no_grad():
     logits = model(x, mode='tensor')
-hub = MessageHub.get_instance('before_issue13')
+hub = MessageHub.get_instance('old_keys')
 hub.update_scalar('train/loss', np.float64(2.3))
 hub.update_info('iter', np.int64(10))
 save_checkpoint({'meta': dict(epoch=1, iter=10, seed=np.int64(0), mmengine_version='0.10.7',

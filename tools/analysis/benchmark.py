@@ -20,31 +20,38 @@ goes on with the others.
 * inference images/s (eval mode, ``torch.inference_mode``), alternated like training;
 * parameters and FLOPs of the whole classifier (MMEngine's ``get_model_complexity_info``).
 
-Models: the names in :data:`ZOO` or a config file (its ``model.backbone`` is used). A name may
-carry backbone keyword arguments after a colon, ``DSNet50:shortcut_init=1.0,
-aggregation_impl='reference'`` (Python literals), and one suffix: ``@aten`` runs the
-dense-aggregation operators' ATen implementation where a device kernel (Triton, on CUDA) is
-registered; ``@dispatch`` calls the operators through the dispatcher instead of the eager calls
-(docs/design.md). ``--ratio-to SPEC`` takes the per-round ratios to that model instead of the
-fastest stock baseline: an A/B of two set-ups in one process. The stock baselines (:data:`STOCK`,
+Models (tools/analysis/bench_models.py): the names in ``ZOO`` or a config file (its
+``model.backbone`` is used). A name may carry backbone keyword arguments after a colon,
+``DSNet50:shortcut_init=1.0`` (Python literals): how the dense aggregation computes is the
+model's own ``aggregation_impl`` (``DSNet50:aggregation_impl='reference'``: norm modules and a
+weighted sum instead of the custom operators). One suffix picks what runs behind the operators:
+``@aten`` their ATen implementation where a device kernel (Triton, on CUDA) is registered;
+``@dispatch`` the dispatcher instead of the eager calls (docs/design.md). ``--ratio-to SPEC``
+takes the per-round ratios to that model instead of the fastest stock baseline: an A/B of two
+set-ups in one process. The stock baselines (:data:`STOCK`,
 or those of ``--stock``) are added unless ``--no-stock``. Other settings: ``--amp bf16|fp16``
 (autocast; timing only, no loss scaling), ``--channels-last``, ``--compile [BACKEND]``
 (``torch.compile`` of the whole model), ``--input-size H [W]``, ``--out-indices`` and
 ``--backbone-only`` (no head: the loss is the sum of the means of the backbone's outputs, as in the
-detection regime). Examples::
+detection regime). ``--profile`` adds torch.profiler's table of one training step per model
+(operators by self CPU time; on CUDA the GPU kernels and GPU busy time; ``--trace-dir`` writes
+Chrome traces) and ``--python-profile [STEPS]`` cProfile's functions with the most own time.
+Examples::
 
     python tools/analysis/benchmark.py --models DSNet50 DS2Net50 --batch-size 8
     python tools/analysis/benchmark.py --models DSNet50 --threads 1 --clock cpu --repeats 9 \\
         --skip memory infer flops --out work_dirs/bench.json
     python tools/analysis/benchmark.py --device cuda --batch-size 32   # the paper's per-GPU batch
-    python tools/analysis/benchmark.py --device cuda --batch-size 2 --input-size 800 1216 \
+    python tools/analysis/benchmark.py --device cuda --batch-size 2 --input-size 800 1216 \\
         --backbone-only --out-indices 0 1 2 3 --models ResNet50 DSNet50   # detection regime
-    python tools/analysis/benchmark.py --no-stock --models DSNet50 DSNet50:shortcut_init=1.0 \
-        --ratio-to DSNet50 --threads 1 --clock cpu --iters 1 --repeats 7 \
+    python tools/analysis/benchmark.py --no-stock --models DSNet50 DSNet50:shortcut_init=1.0 \\
+        --ratio-to DSNet50 --threads 1 --clock cpu --iters 1 --repeats 7 \\
         --skip flops memory infer                                         # an A/B
+    python tools/analysis/benchmark.py --device cuda --batch-size 32 --no-stock --models \\
+        DSNet50 DSNet50@aten "DSNet50:aggregation_impl='reference'" ResNet50-mmpretrain \\
+        --skip memory flops --profile          # where a GPU step's time goes, per implementation
 """
 import argparse
-import ast
 import contextlib
 import gc
 import json
@@ -54,145 +61,21 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 from unittest import mock
 
 import torch
 from torch import nn
 
-# The paper's Table 9 (four 1080Ti GPUs, batch 32 per GPU): memory per GPU (MB), s / iteration.
-PAPER = {
-    'ResNet50': (3929, 0.31),
-    'ResNet152': (7095, 0.63),
-    'DenseNet264': (9981, 0.60),
-    'DSNet50': (4777, 0.37),
-    'DS2Net50': (5133, 0.39),
-}
-#: The stock ResNet50s every ratio refers to (the best of them in each run, per measure).
-STOCK = ['ResNet50-mmdet', 'ResNet50-mmpretrain', 'ResNet50-torchvision']
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its modules, however it is run
+
+from bench_models import ZOO, Classifier, build, parse_spec  # noqa: E402,F401
+from bench_profile import profiles  # noqa: E402
+from bench_report import (PAPER, STOCK, best_stock, paired_ratios, references,  # noqa: E402,F401
+                          summary, table)
+
 DEFAULT_MODELS = ['ResNet50', 'ResNet152', 'DenseNet264', 'DSNet50', 'DS2Net50']
-
-
-def _dsnet(**kw):
-    from mmdsnet.models import DS2Net, DSNet
-    return (DS2Net if kw.pop('ds2', False) else DSNet)(**kw)
-
-
-def _mmpretrain(name, **kw):
-    from mmpretrain.models import DenseNet, ResNet
-    return {'ResNet': ResNet, 'DenseNet': DenseNet}[name](**kw)
-
-
-def _mmdet_resnet50(out_indices=(3, ), norm_eval=False):
-    from mmdet.models.backbones import ResNet  # imports mmcv.ops: needs mmcv's compiled ops
-
-    # norm_eval=False: every model here trains its BatchNorms. mmdet's own default (True, for
-    # detection fine-tuning) keeps them in eval mode, which alone makes a training step ~7% cheaper
-    # on a CPU (ResNet50-mmdet-normeval; docs/performance.md, issue 15).
-    return ResNet(depth=50, out_indices=out_indices, norm_eval=norm_eval)
-
-
-class _TorchvisionResNet50(nn.Module):
-    """torchvision's ResNet50 up to layer4 (avgpool and fc are ours), returning the outputs of
-    the stages in ``out_indices``."""
-
-    def __init__(self, out_indices=(3, )):
-        super().__init__()
-        import torchvision
-        net = torchvision.models.resnet50()
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
-        self.out_indices = tuple(out_indices)
-
-    def forward(self, x):
-        x, outs = self.stem(x), []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
-
-
-ZOO = {  # name -> constructor; keyword arguments (out_indices) go to the backbone
-    'ResNet50': lambda **kw: _dsnet(depth=50, shortcut='identity', **kw),  # our identity mode
-    'ResNet152': lambda **kw: _dsnet(depth=152, shortcut='identity', **kw),
-    'DSNet50': lambda **kw: _dsnet(depth=50, **kw),
-    'DS2Net50': lambda **kw: _dsnet(depth=50, ds2=True, **kw),
-    'DSNet101': lambda **kw: _dsnet(depth=101, **kw),
-    'DS2Net101': lambda **kw: _dsnet(depth=101, ds2=True, **kw),
-    'ResNet50-mmdet': _mmdet_resnet50,
-    'ResNet50-mmdet-normeval': lambda **kw: _mmdet_resnet50(norm_eval=True, **kw),  # its default
-    'ResNet50-mmpretrain': lambda **kw: _mmpretrain('ResNet', depth=50, **kw),
-    'ResNet50-torchvision': _TorchvisionResNet50,
-    # DenseNet-264 (Huang et al.): growth 32, blocks 6-12-64-48; not in mmpretrain's arch table
-    'DenseNet264': lambda **kw: _mmpretrain(
-        'DenseNet', arch=dict(growth_rate=32, depths=[6, 12, 64, 48], init_channels=64), **kw),
-}
 AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-
-class Classifier(nn.Module):
-    """backbone -> last feature map -> global average pool -> linear head (1000 classes)."""
-
-    def __init__(self, backbone: nn.Module, channels: int, num_classes: int = 1000):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(channels, num_classes)
-
-    def forward(self, x):
-        feat = self.backbone(x)
-        feat = feat[-1] if isinstance(feat, (tuple, list)) else feat
-        return self.head(feat.mean((2, 3)))
-
-
-def parse_spec(spec: str) -> Tuple[str, dict, str]:
-    """``'NAME[:key=value,...][@impl]'`` -> ``(NAME, {key: value}, impl)``."""
-    rest, _, impl = spec.partition('@')
-    name, _, options = rest.partition(':')
-    if impl not in ('', 'aten', 'dispatch'):
-        raise SystemExit(f'unknown implementation {impl!r} in {spec!r}: only @aten and @dispatch')
-    try:
-        call = ast.parse(f'dict({options})', mode='eval').body
-        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-        if call.args or None in kwargs:
-            raise ValueError
-    except (SyntaxError, ValueError):
-        raise SystemExit(f'bad options {options!r} in {spec!r}: write key=value pairs of Python '
-                         f"literals, e.g. DSNet50:shortcut_init=1.0,aggregation_impl='reference'"
-                         ) from None
-    return name, kwargs, impl
-
-
-def build(name: str, out_indices=None, backbone_only: bool = False,
-          options: Optional[dict] = None) -> nn.Module:
-    kw = {} if out_indices is None else dict(out_indices=tuple(out_indices))
-    kw.update(options or {})
-    if name in ZOO:
-        backbone = ZOO[name](**kw)
-    elif name.endswith('.py') and os.path.exists(name):
-        from mmengine.config import Config
-        from mmengine.registry import MODELS, DefaultScope, init_default_scope
-
-        import mmdsnet  # noqa: F401
-        cfg = Config.fromfile(name)
-        bcfg = cfg.model.backbone if 'backbone' in cfg.model else cfg.model
-        bcfg.pop('init_cfg', None)  # no checkpoint downloads: timing does not need weights
-        bcfg.update(kw)
-        scope = cfg.get('default_scope', 'mmdsnet')
-        init_default_scope(scope)
-        with DefaultScope.overwrite_default_scope(scope):
-            backbone = MODELS.build(bcfg)
-    else:
-        raise SystemExit(f'unknown model {name!r}: use one of {sorted(ZOO)} or a config file path')
-    # No init_weights(): timing and memory do not depend on the values, and MMEngine's
-    # per-parameter init report would flood the log.
-    if backbone_only:
-        return backbone
-    with torch.no_grad():
-        backbone.eval()  # (mmpretrain's ResNet.train() returns None: no chaining)
-        feat = backbone(torch.zeros(1, 3, 64, 64))
-    feat = feat[-1] if isinstance(feat, (tuple, list)) else feat
-    return Classifier(backbone, feat.shape[1])
 
 
 @contextlib.contextmanager
@@ -298,31 +181,6 @@ def alternate(runners: List[Runner], step: str, iters: int, repeats: int, device
     return samples
 
 
-def summary(xs: List[float]) -> dict:
-    return dict(median=statistics.median(xs), min=min(xs), max=max(xs), samples=xs)
-
-
-def best_stock(res, value, lowest=True) -> Optional[str]:
-    """The stock baseline with the best ``value(model result)`` in this run, or None."""
-    found = [(value(res['models'][s]), s) for s in STOCK
-             if s in res['models'] and value(res['models'][s]) is not None]
-    return (min if lowest else max)(found)[1] if found else None
-
-
-def paired_ratios(res, samples, specs, key, ratio_to: Optional[str] = None):
-    """Median over rounds of (model time / reference time in the same round), the reference
-    being ``ratio_to`` or else the fastest stock baseline: with alternation, a slow phase of a
-    shared machine cancels out of each round's ratio."""
-    base = ratio_to or best_stock(res, lambda m: m.get(key, {}).get('median'))
-    res['reference'][key] = base
-    if base is None:
-        return
-    for s in specs:
-        ratios = [a / b for a, b in zip(samples[s], samples[base])]
-        res['models'][s][key]['paired_ratio_median'] = statistics.median(ratios)
-        res['models'][s][key]['paired_ratios'] = ratios
-
-
 # ------------------------------------------------------------------------------------ memory
 def _proc_status(key: str) -> int:
     with open('/proc/self/status') as f:
@@ -387,58 +245,6 @@ def complexity(runner: Runner, args) -> dict:
                                          show_table=False, show_arch=False)
     return dict(params_m=info['params'] / 1e6, gflops=info['flops'] / 1e9)
 
-
-# ------------------------------------------------------------------------------------- report
-def _ratio(v, base):
-    return None if v is None or base in (None, 0) else v / base
-
-
-def references(res: dict, memory_key: str) -> Dict[str, Optional[str]]:
-    """The stock baseline each ratio column divides by (named in the table's header)."""
-    return {
-        'time': best_stock(res, lambda m: m.get('train_time', {}).get('median')),
-        'memory': best_stock(res, lambda m: m.get('memory', {}).get(memory_key)),
-        'infer': best_stock(res, lambda m: m.get('infer_img_s'), lowest=False),
-    }
-
-
-def table(res: dict, memory_key: str) -> str:
-    ref = references(res, memory_key)
-    models = res['models']
-    bt = models.get(ref['time'], {}).get('train_time', {}).get('median')
-    bm = models.get(ref['memory'], {}).get('memory', {}).get(memory_key)
-    bi = models.get(ref['infer'], {}).get('infer_img_s')
-    rows = [('model', 'params M', 'GFLOPs', 'train s/it (min-max)', 'x ref', 'memory MB', 'x ref',
-             'infer img/s', 'x ref', "paper's MB", 'x', "paper's s/it", 'x')]
-    pr = PAPER['ResNet50']
-    for spec, m in models.items():
-        if 'missing' in m:
-            rows.append((spec, f"missing: {m['missing']}", *([''] * 11)))
-            continue
-        t = m.get('train_time', {}).get('median')
-        mem = m.get('memory', {}).get(memory_key)
-        ips = m.get('infer_img_s')
-        p = PAPER.get(spec)
-
-        def f(v, fmt):
-            return '-' if v is None else format(v, fmt)
-        rows.append((
-            spec, f(m.get('params_m'), '.2f'), f(m.get('gflops'), '.2f'),
-            '-' if t is None else f"{t:.3f} ({m['train_time']['min']:.3f}-"
-                                  f"{m['train_time']['max']:.3f})",
-            f(_ratio(t, bt), '.3f'), f(mem, '.0f'), f(_ratio(mem, bm), '.3f'), f(ips, '.1f'),
-            f(_ratio(ips, bi), '.3f'),
-            f(p and p[0], 'd'), f(p and p[0] / pr[0], '.2f'), f(p and p[1], '.2f'),
-            f(p and p[1] / pr[1], '.2f')))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = ['| ' + ' | '.join(str(c).ljust(w) for c, w in zip(r, widths)) + ' |' for r in rows]
-    lines.insert(1, '|' + '|'.join('-' * (w + 2) for w in widths) + '|')
-    head = (f"Ratios ('x ref') to the best stock ResNet50 of this run: time {ref['time']}, "
-            f"memory {ref['memory']}, inference {ref['infer']}. The paper's ratios are to its "
-            f"ResNet50.")
-    return head + '\n' + '\n'.join(lines)
-
-
 def main(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -473,12 +279,23 @@ def main(argv: Optional[List[str]] = None):
                    '(use with --threads 1: idle OpenMP threads spin and count as CPU time)')
     p.add_argument('--memory-steps', type=int, default=1, help='measured steps (CPU memory)')
     p.add_argument('--skip', nargs='*', default=[], choices=['train', 'memory', 'infer', 'flops'])
+    p.add_argument('--profile', action='store_true',
+                   help='torch.profiler over one training step of each model: its operators by '
+                   'self CPU time; on CUDA also the GPU kernels and the GPU busy time')
+    p.add_argument('--python-profile', type=int, nargs='?', const=10, metavar='STEPS',
+                   help='cProfile over STEPS (default 10) training steps of each model: the '
+                   'Python functions with the most own time')
+    p.add_argument('--profile-rows', type=int, default=20, help='rows of each profile table')
+    p.add_argument('--trace-dir', help='with --profile: write a Chrome trace of each model '
+                   '(chrome://tracing, ui.perfetto.dev) into this folder')
     p.add_argument('--out', help='write the results as JSON here')
     p.add_argument('--memory-child', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if len(args.input_size) > 2:
         p.error('--input-size takes H, or H and W')
     args.input_size = (args.input_size * 2)[:2]
+    if args.trace_dir and not args.profile:
+        p.error('--trace-dir writes the traces of --profile: add --profile')
     torch.set_num_threads(args.threads)
     global CLOCK
     CLOCK = args.clock
@@ -545,6 +362,8 @@ def main(argv: Optional[List[str]] = None):
             else:
                 res['models'][r.spec]['memory'] = memory_cpu(r.spec, args)
             log(f"  memory {r.spec}: {res['models'][r.spec]['memory']}")
+    if args.profile or args.python_profile:
+        profiles(runners, args, device, res)
     key = 'peak_allocated_mb' if device.type == 'cuda' else 'peak_growth_mb'
     res['memory_measure'] = key
     print()
@@ -561,6 +380,11 @@ def main(argv: Optional[List[str]] = None):
         m = res['models'][s]
         print(f"  {s}: {m.get('train_time', {}).get('paired_ratio_median', float('nan')):.3f}; "
               f"{m.get('infer_time', {}).get('paired_ratio_median', float('nan')):.3f}")
+    for s in specs:
+        for name, what in (('profile', 'torch.profiler, one training step'),
+                           ('python_profile', f'cProfile, {args.python_profile} training steps')):
+            if name in res['models'][s]:
+                print(f"\n== {s}: {what}\n{res['models'][s][name]}")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:

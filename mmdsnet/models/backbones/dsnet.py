@@ -15,7 +15,7 @@ from ..blocks import DSBasicBlock, DSBottle2neck, DSBottleneck
 from ..layers import AGGREGATION_IMPLS, DenseAggregation, init_values
 from ..layers.dense_shortcut import (DEFAULT_SHORTCUT_ACT, DEFAULT_SHORTCUT_INIT, WEIGHT_TYPES,
                                      act_is_relu, check_shortcut_norm_cfg)
-from ..pretrained import pretrained_cfg
+from ..pretrained import pretrained_cfg, refuse_old_keys
 from ..stage import SHORTCUT_MODES, DSLayer
 
 # Kaiming for convs, ones for affine norms; the shortcut weights W are bare parameters that no
@@ -25,6 +25,10 @@ DEFAULT_INIT_CFG = (
     dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm']),
 )
 STEMS = ('imagenet', 'cifar')
+
+
+def _refuse_old_keys(module, state_dict, prefix, *args) -> None:
+    refuse_old_keys(k for k in state_dict if k.startswith(prefix))
 
 
 @register_model
@@ -180,6 +184,9 @@ class DSNet(BaseModule):
         for m in self.modules():  # chosen once, here (nothing picks it process-wide)
             if isinstance(m, DenseAggregation):
                 m.impl = aggregation_impl
+        # Every load (torch's, MMEngine's load_checkpoint and --resume) passes here: a checkpoint
+        # with the old dense-shortcut keys stops with the conversion command, not missing keys.
+        self.register_load_state_dict_pre_hook(_refuse_old_keys)
         self._freeze_stages()
         self._log_shortcut_norms()
 

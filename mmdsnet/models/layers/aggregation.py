@@ -23,7 +23,7 @@ straightforward form, with a warning once: never a silently wrong answer. The te
 :func:`aggregate_reference` as their oracle.
 """
 import warnings
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -33,8 +33,7 @@ from ...ops import aggregate, statistics, stats_dtype
 from .dense_shortcut import (DEFAULT_SHORTCUT_ACT, DEFAULT_SHORTCUT_INIT, DenseShortcut,
                              act_is_relu, build_shortcut_norm)
 
-__all__ = ['AGGREGATION_IMPLS', 'DenseAggregation', 'Source', 'aggregate_reference',
-           'keep_legacy_keys']
+__all__ = ['AGGREGATION_IMPLS', 'DenseAggregation', 'Source', 'aggregate_reference']
 
 
 def aggregate_reference(x: Tensor, normed: Sequence[Tensor], weight: Optional[Tensor] = None,
@@ -209,30 +208,4 @@ class DenseAggregation(nn.Module):
     def extra_repr(self) -> str:
         act = 'relu' if self.relu else 'none'
         return f'channels={self.channels}, num_sources={self.num_sources}, act={act}'
-
-
-def keep_legacy_keys(module: nn.Module, renames: Dict[str, str]) -> None:
-    """Keep the state-dict keys that ``module`` had before its shortcuts became one
-    :class:`DenseAggregation` child, so checkpoints saved before and after load both ways.
-
-    ``renames`` maps a key prefix of the module tree now (``'aggregation.norms.'``) to the key
-    prefix saved before (``'norms.'``). ``state_dict()`` writes the old spelling; loading accepts
-    either.
-    """
-    def save(mod, state, prefix, local_metadata):
-        for key in list(state):
-            for new, old in renames.items():
-                if key.startswith(prefix + new):
-                    state[prefix + old + key[len(prefix + new):]] = state.pop(key)
-                    break
-
-    def load(state, prefix, *args):
-        for key in list(state):
-            for new, old in renames.items():
-                if key.startswith(prefix + old):
-                    state[prefix + new + key[len(prefix + old):]] = state.pop(key)
-                    break
-
-    module._register_state_dict_hook(save)
-    module._register_load_state_dict_pre_hook(load)
 
