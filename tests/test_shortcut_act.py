@@ -106,3 +106,22 @@ def test_ds2_inner_shortcut_without_act_keeps_the_branch_relu():
              + agg.shortcuts[0].weight[0] * F.group_norm(u, agg.norms[0].num_groups))
     expected = block.bn3(block.conv3(inner))
     torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_freezing_and_checkpoints_do_not_depend_on_the_activation():
+    """``norm_eval``, ``frozen_stages`` and checkpoint loading (a classification checkpoint into
+    a detection backbone) are the same with either activation: the option has no parameter."""
+    torch.manual_seed(0)
+    src = DS2Net(depth=26, base_channels=16)  # as pretrained, with the ReLU
+    for act in ('relu', None):
+        det = DS2Net(depth=26, base_channels=16, out_indices=(0, 1, 2, 3), frozen_stages=1,
+                     norm_eval=True, shortcut_act=act, shortcut_norm_cfg='GN')
+        det.load_state_dict(src.state_dict(), strict=True)
+        det.train()
+        frozen = [n for n, p in det.named_parameters() if not p.requires_grad]
+        assert frozen and all(n.startswith(('conv1', 'bn1', 'layer1.')) for n in frozen)
+        assert any(n.startswith('layer1.aggregation') for n in frozen)
+        assert all(not m.training for m in det.modules()
+                   if isinstance(m, torch.nn.BatchNorm2d))
+        assert [a.relu for a in det.modules() if isinstance(a, DenseAggregation)] == [
+            act == 'relu'] * sum(isinstance(a, DenseAggregation) for a in det.modules())

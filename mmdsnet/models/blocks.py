@@ -84,6 +84,16 @@ class _Block(nn.Module):
             u = self.inner_pool(u)
         return self.inner_aggregation(out, [self.inner_aggregation.normalize(0, u)])
 
+    def _build_expansion(self, mid: int, inner_shortcut: bool, shortcut_norm_cfg,
+                         shortcut_weight: str, shortcut_init, shortcut_act,
+                         strided: str) -> None:
+        """A bottleneck's last 1x1 conv (``mid`` -> out channels) and norm, and the DS2 inner
+        shortcut around its ``mid``-channel 3x3 part."""
+        self.conv3 = build_conv_layer(self.conv_cfg, mid, self.out_channels, 1, bias=False)
+        self.last_norm_name = self._add_norm(self.out_channels, 3)
+        self._build_inner_shortcut(inner_shortcut, mid, shortcut_norm_cfg, shortcut_weight,
+                                   shortcut_init, shortcut_act, strided)
+
     def project(self, x: Tensor) -> Tensor:
         """Block 0's shortcut: the projection, or the identity where shapes match."""
         return x if self.downsample is None else self.downsample(x)
@@ -152,10 +162,8 @@ class DSBottleneck(_Block):
         self.conv2 = build_conv_layer(conv_cfg, mid, mid, 3, stride=stride, padding=1,
                                       groups=groups, bias=False)
         self.norm2_name = self._add_norm(mid, 2)
-        self.conv3 = build_conv_layer(conv_cfg, mid, out_channels, 1, bias=False)
-        self.last_norm_name = self._add_norm(out_channels, 3)
-        self._build_inner_shortcut(inner_shortcut, mid, shortcut_norm_cfg, shortcut_weight,
-                                   shortcut_init, shortcut_act, strided_inner)
+        self._build_expansion(mid, inner_shortcut, shortcut_norm_cfg, shortcut_weight,
+                              shortcut_init, shortcut_act, strided_inner)
 
     def forward(self, x: Tensor) -> Tensor:
         u = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
@@ -208,10 +216,8 @@ class DSBottle2neck(_Block):
             for _ in range(scales - 1))
         self.bns = nn.ModuleList(build_norm_layer(norm_cfg, width)[1] for _ in range(scales - 1))
         self.pool = nn.AvgPool2d(3, stride, 1) if first_block else None
-        self.conv3 = build_conv_layer(conv_cfg, mid, out_channels, 1, bias=False)
-        self.last_norm_name = self._add_norm(out_channels, 3)
-        self._build_inner_shortcut(inner_shortcut, mid, shortcut_norm_cfg, shortcut_weight,
-                                   shortcut_init, shortcut_act, strided_inner)
+        self._build_expansion(mid, inner_shortcut, shortcut_norm_cfg, shortcut_weight,
+                              shortcut_init, shortcut_act, strided_inner)
 
     def forward(self, x: Tensor) -> Tensor:
         u = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
