@@ -2,6 +2,7 @@
 
 The benchmark itself (tools/analysis/learning_check.py: DSNet50/DS2Net50-0.25x against their
 identity twin, 3 seeds, minutes) is run by hand; its numbers are in docs/design.md."""
+import json
 import os.path as osp
 import sys
 
@@ -113,3 +114,22 @@ def test_report_pairs_the_training_loss():
                    mean_curve=[(10 * k, 1.0) for k in range(1, 5)])
     # differences +0.5 and +0.1: mean +0.3, s.e. 0.2
     assert 'at 25% +0.300 +- 0.200; at 50% +0.300 +- 0.200' in lc.report(results, 40)
+
+
+def test_combine_reports_runs_made_apart(tmp_path):
+    def record(seed, task='textures-10'):
+        curve = [[10, 2.0 - seed], [20, 1.0]]
+        results = {lc.TWIN: dict(runs=[dict(seed=seed, val_acc=0.5, curve=curve)]),
+                   'dsnet50': dict(runs=[dict(seed=seed, val_acc=0.5 + seed / 10, curve=curve)])}
+        path = tmp_path / f'{seed}-{task[-2:]}.json'
+        path.write_text(json.dumps(dict(command='x', task=task, iters=20, results=results)))
+        return str(path)
+
+    paths = [record(0), record(1)]
+    lc.main(['--combine', *paths, '--work-dir', str(tmp_path / 'out')])
+    merged = json.loads((tmp_path / 'out' / 'learning_check.json').read_text())
+    assert [r['seed'] for r in merged['results']['dsnet50']['runs']] == [0, 1]
+    assert merged['results']['dsnet50']['mean_acc'] == pytest.approx(0.55)
+    assert (tmp_path / 'out' / 'learning_check.png').stat().st_size > 0
+    with pytest.raises(SystemExit, match='differ in task'):
+        lc.combine([paths[0], record(2, task='textures-16/64')])

@@ -261,6 +261,11 @@ def run(models: List[str], seeds: List[int], iters: int, cfg_options: Optional[d
             results[name]['runs'].append(dict(seed=seed, **out))
             log(f'  seed {seed} {name}: val acc {out["val_acc"]:.3f}, final loss '
                 f'{out["final_loss"]:.3f} ({out["seconds"]:.0f} s)')
+    return summarize(results)
+
+
+def summarize(results: dict) -> dict:
+    """Add each model's accuracy mean, min, max and mean training-loss curve over its runs."""
     for res in results.values():
         accs = [r['val_acc'] for r in res['runs']]
         res.update(mean_acc=statistics.fmean(accs), min_acc=min(accs), max_acc=max(accs))
@@ -268,6 +273,25 @@ def run(models: List[str], seeds: List[int], iters: int, cfg_options: Optional[d
         res['mean_curve'] = [(it, statistics.fmean(r['curve'][k][1] for r in res['runs']))
                              for k, it in enumerate(its)]
     return results
+
+
+def combine(paths: List[str]) -> dict:
+    """The runs of several ``learning_check.json`` files (e.g. one per seed, run apart) as one
+    result; they must share the task and the schedule."""
+    records = []
+    for path in paths:
+        with open(path) as f:
+            records.append(json.load(f))
+    for key in ('task', 'iters'):
+        if len({r.get(key) for r in records}) > 1:
+            raise SystemExit(f'--combine: the files differ in {key}: '
+                             f'{[r.get(key) for r in records]}')
+    results = {}
+    for record in records:
+        for name, res in record['results'].items():
+            results.setdefault(name, dict(runs=[]))['runs'].extend(res['runs'])
+    return dict(task=records[0].get('task'), iters=records[0].get('iters'),
+                commands=[r['command'] for r in records], results=summarize(results))
 
 
 def report(results: dict, iters: int) -> str:
@@ -369,7 +393,21 @@ def main(argv=None):
                    help='multiply every dense W_l^i of the DS models by S after initialization '
                    '(e.g. 0.5 with the default init: W_l^i = 0.5 / l); the twin has none')
     p.add_argument('--work-dir', default='work_dirs/learning_check')
+    p.add_argument('--combine', nargs='+', metavar='JSON',
+                   help='train nothing: report the runs of these learning_check.json files '
+                   '(e.g. one per seed) as one, into --work-dir')
     args = p.parse_args(argv)
+    if args.combine:
+        merged = combine(args.combine)
+        print(report(merged['results'], merged['iters']))
+        os.makedirs(args.work_dir, exist_ok=True)
+        with open(osp.join(args.work_dir, 'learning_check.json'), 'w') as f:
+            json.dump(merged, f, indent=1)
+        seeds = sorted({r['seed'] for res in merged['results'].values() for r in res['runs']})
+        plot(merged['results'], osp.join(args.work_dir, 'learning_check.png'),
+             f'{merged["task"]}, {merged["iters"]} iterations, seeds {seeds}')
+        print(f'wrote {args.work_dir}/learning_check.json and learning_check.png')
+        return
     torch.set_num_threads(args.threads)
     from mmengine.logging import MMLogger
     MMLogger.get_instance('mmengine', log_level='WARNING')  # no per-parameter init report
