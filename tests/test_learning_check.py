@@ -133,3 +133,14 @@ def test_combine_reports_runs_made_apart(tmp_path):
     assert (tmp_path / 'out' / 'learning_check.png').stat().st_size > 0
     with pytest.raises(SystemExit, match='differ in task'):
         lc.combine([paths[0], record(2, task='textures-16/64')])
+
+
+def test_faces2_splits_each_class_apart():
+    data = lc.make_task('faces-2')
+    assert data['num_classes'] == 2
+    assert data['x_train'].shape == (140, 1, 16, 16) and data['x_val'].shape == (60, 1, 16, 16)
+    assert torch.bincount(data['y_val']).tolist() == [30, 30]
+    # no image in both splits
+    flat_train = {tuple(x.flatten().tolist()) for x in data['x_train']}
+    assert not any(tuple(x.flatten().tolist()) in flat_train for x in data['x_val'])
+    assert torch.equal(lc.make_task('faces-2')['x_val'], data['x_val'])
