@@ -151,10 +151,11 @@ def _patch_model_hub(module) -> None:
                 raise NoPublishedCheckpointError(no_checkpoint_message(name))
         return get_model(*args, **kwargs)
 
-    # mmpretrain.apis and mmpretrain re-export get_model: replace every copy already made
-    for name in ('mmpretrain.apis.model', 'mmpretrain.apis', 'mmpretrain'):
-        mod = sys.modules.get(name)
-        if mod is not None and getattr(mod, 'get_model', None) is get_model:
+    # mmpretrain.apis, mmpretrain and the inferencers' base re-export get_model: replace every
+    # copy already made (after an import hook, this module is the only one yet)
+    module.get_model = get_model_or_explain
+    for name, mod in list(sys.modules.items()):
+        if name.startswith('mmpretrain') and getattr(mod, 'get_model', None) is get_model:
             mod.get_model = get_model_or_explain
 
 
