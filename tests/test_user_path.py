@@ -101,7 +101,7 @@ def test_unreadable_training_images_are_sampled_not_all_read(imagenet, monkeypat
         monkeypatch.setenv(image_folder.IMAGE_CHECK_ENV, 'full')
         problems = find_problems(cfg, ['train'])
         assert len(problems) == 1 and str(extra) in problems[0]
-        assert 'this pipeline skips them with a warning' in problems[0]
+        assert 'This pipeline skips them with a warning' in problems[0]
         monkeypatch.setenv(image_folder.IMAGE_CHECK_ENV, 'off')
         assert find_problems(cfg, ['train']) == []
         monkeypatch.setenv(image_folder.IMAGE_CHECK_ENV, 'sometimes')
@@ -204,3 +204,26 @@ def test_an_image_broken_after_the_check_is_one_line_naming_it_and_resume(tmp_pa
     with pytest.raises(AssertionError, match='something else'):
         with explained_errors():
             raise AssertionError('something else')
+
+
+def test_detection_docs_say_how_to_read_mmdets_test_tool_on_a_wrong_checkpoint():
+    """mmdet's own test.py takes any checkpoint (strict=False) and reports mAP 0.0 with only
+    mmengine's key warnings: docs/detection.md names our tool and those warnings, as printed."""
+    import inspect
+
+    import mmengine.runner.checkpoint
+    import torch.nn.modules.module
+
+    from mmdsnet.engine import hooks
+    with open(osp.join(ROOT, 'docs', 'detection.md')) as f:
+        doc = f.read()
+    start = doc.index('**Test with `tools/test.py`, or read mmengine\'s warnings.**')
+    section = doc[start:doc.index('\n## ', start)]
+    assert 'python tools/test.py' in section and 'model tensors match' in section
+    assert 'model tensors match' in inspect.getsource(hooks)
+    sources = inspect.getsource(mmengine.runner.checkpoint) + \
+        inspect.getsource(torch.nn.modules.module)
+    for warning in ('The model and loaded state dict do not match exactly', 'size mismatch for',
+                    'missing keys in source', 'unexpected key in source'):
+        assert f'`{warning}' in section, warning  # named in the docs ...
+        assert warning in sources, warning  # ... as mmengine / torch print it
