@@ -274,10 +274,10 @@ def check_images(dataset_cfg: dict, images: Sequence[tuple], img_dir: str = '') 
                        + f' [{reason}]' for item, reason in bad[:10])
     more = f' and {len(bad) - 10} more' if len(bad) > 10 else ''
     if skips_unreadable(dataset_cfg):
-        effect = ('this pipeline skips them with a warning, but a sample this broken means a '
+        effect = ('This pipeline skips them with a warning, but a sample this broken means a '
                   'bad copy')
     else:
-        effect = ('validation and test do not skip images (the metric would silently count '
+        effect = ('Validation and test do not skip images (the metric would silently count '
                   'fewer images than the split has), so the run would stop when it reaches them')
     return [ImageProblem(
         f'{kind}: {len(bad)} of {len(images)} images checked cannot be read{sampled}: '
