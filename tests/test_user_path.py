@@ -227,3 +227,21 @@ def test_detection_docs_say_how_to_read_mmdets_test_tool_on_a_wrong_checkpoint()
                     'missing keys in source', 'unexpected key in source'):
         assert f'`{warning}' in section, warning  # named in the docs ...
         assert warning in sources, warning  # ... as mmengine / torch print it
+
+
+def test_a_skipping_split_with_an_annotation_list_is_sampled(tmp_path, monkeypatch):
+    """meta/train.txt of a training split that skips unreadable images: an even sample."""
+    from mmdsnet.datasets import image_folder
+    root = tmp_path / 'imagenet'
+    (root / 'train').mkdir(parents=True)
+    (root / 'meta').mkdir()
+    data = _jpeg()
+    for i in range(10):
+        (root / 'train' / f'{i}.JPEG').write_bytes(data if i % 2 else b'')  # half are broken
+    (root / 'meta' / 'train.txt').write_text(''.join(f'{i}.JPEG 0\n' for i in range(10)))
+    monkeypatch.setattr(image_folder, 'SKIP_SAMPLE', 5)  # reads 0, 2, 4, 6, 8: all broken
+    problems = find_problems(in1k_cfg(root), ['train'])
+    assert len(problems) == 1
+    assert '5 of 5 images checked cannot be read (an even sample of 5 of 10: the pipeline ' \
+           'skips unreadable images; MMDSNET_IMAGE_CHECK=full reads all)' in problems[0]
+    assert 'This pipeline skips them with a warning' in problems[0]
