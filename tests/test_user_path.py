@@ -95,9 +95,22 @@ def test_unreadable_training_images_are_sampled_not_all_read(imagenet, monkeypat
     cfg = in1k_cfg(imagenet)
     extra = imagenet / 'train' / 'n00000000' / 'n00000000_9.JPEG'  # sorts after the first
     extra.write_bytes(b'<html>404</html>')
+    logged = []
+    monkeypatch.setattr(image_folder, '_log', lambda msg, level=20: logged.append((level, msg)))
     try:
         assert find_problems(cfg, ['train']) == []  # not read: the pipeline skips it anyway
         assert len(read) == 1000 and str(extra) not in read
+        assert 'the first 1 of each class folder: the pipeline skips' in logged[-1][1]
+        # one unreadable image in the sample: named in a warning, training goes on
+        first = imagenet / 'train' / 'n00000005' / 'n00000005_0.JPEG'
+        good = first.read_bytes()
+        first.write_bytes(b'')
+        try:
+            assert find_problems(cfg, ['train']) == []
+        finally:
+            first.write_bytes(good)
+        level, msg = logged[-1]
+        assert level == 30 and '1 of 1000 ImageNet images checked' in msg and str(first) in msg
         monkeypatch.setenv(image_folder.IMAGE_CHECK_ENV, 'full')
         problems = find_problems(cfg, ['train'])
         assert len(problems) == 1 and str(extra) in problems[0]

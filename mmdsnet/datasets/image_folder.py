@@ -37,6 +37,9 @@ FULL_LIMIT = 100_000
 PER_CLASS_SAMPLE = 2
 #: ... and at most this many in all (an even sample; also of an annotation list).
 SKIP_SAMPLE = 2000
+#: Such a sample stops the run from this share of unreadable images on (a broken copy); fewer
+#: are only named in a warning (training skips them).
+BROKEN_SHARE = 0.1
 
 
 def _listdir(path: str) -> Iterator[str]:
@@ -46,10 +49,10 @@ def _listdir(path: str) -> Iterator[str]:
         return
 
 
-def _log(msg: str) -> None:
+def _log(msg: str, level: int = logging.INFO) -> None:
     try:
         from mmengine.logging import print_log
-        print_log(msg, logger='current', level=logging.INFO)
+        print_log(msg, logger='current', level=level)
     except ImportError:  # the checks also run without mmengine (prepare scripts)
         print(msg)
 
@@ -283,9 +286,14 @@ def check_images(dataset_cfg: dict, images: Sequence[tuple], img_dir: str = '',
     listed = '; '.join(f'{_shown(item[0])}' + (f' (listed at {item[1]})' if len(item) > 1 else '')
                        + f' [{reason}]' for item, reason in bad[:10])
     more = f' and {len(bad) - 10} more' if len(bad) > 10 else ''
+    if skips and len(bad) < BROKEN_SHARE * len(images):
+        _log(f'dataset check: {len(bad)} of {len(images)} {kind} images checked in '
+             f'{_shown(img_dir)} cannot be read{sampled}: {listed}{more}. Training skips them '
+             f'with a warning each; replace them when you can.', logging.WARNING)
+        return []
     if skips_unreadable(dataset_cfg):
-        effect = ('This pipeline skips them with a warning, but a sample this broken means a '
-                  'bad copy')
+        effect = ('This pipeline skips them with a warning, but ' + (
+            'so many mean a bad copy' if skips else 'every image was asked for'))
     else:
         effect = ('Validation and test do not skip images (the metric would silently count '
                   'fewer images than the split has), so the run would stop when it reaches them')
