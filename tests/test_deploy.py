@@ -81,3 +81,70 @@ def test_onnx_export_matches_pytorch_and_refuses_a_mismatch(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode != 0
     assert 'error: onnxruntime and PyTorch differ by up to' in res.stderr, res.stderr[-2000:]
+
+
+def _onnx_axes(path):
+    import onnx
+    graph = onnx.load(str(path)).graph
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(graph.input) + list(graph.output)}
+
+
+def test_onnx_export_has_dynamic_axes_and_stage_names(tmp_path):
+    """Batch and H x W dynamic by default (checked at two batch sizes and two input sizes),
+    outputs named after the stages; --fixed-shape fixes them."""
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnxscript')
+    tool = osp.join(ROOT, 'tools/deployment/export_onnx.py')
+    cfg = osp.join(ROOT, 'configs/mmpretrain/dsnet/ds2net26-w0.25_1xb128_cifar100.py')
+    out = _run([sys.executable, tool, cfg, '--shape', '32', '32', '--out',
+                str(tmp_path / 'd.onnx'), '--cfg-options', 'model.backbone.out_indices=(0,1,2,3)'])
+    assert 'on 1x3x32x32, 3x3x32x32, 1x3x48x40, 3x3x48x40 inputs' in out, out
+    axes = _onnx_axes(tmp_path / 'd.onnx')
+    assert list(axes) == ['input', 'layer1', 'layer2', 'layer3', 'layer4']
+    assert axes['input'] == ['batch', 3, 'height', 'width']
+    assert axes['layer1'] == ['batch', 64, 'height', 'width']  # CIFAR stem: no stride
+    assert axes['layer4'][:2] == ['batch', 512] and 'height' in axes['layer4'][2]
+    assert 'input: batch x 3 x height x width; outputs: layer1, layer2, layer3, layer4' in out
+    out = _run([sys.executable, tool, cfg, '--shape', '32', '32', '--fixed-shape', '--batch',
+                '2', '--out', str(tmp_path / 'f.onnx')])
+    assert 'fixed shape' in out and 'on 2x3x32x32 inputs' in out
+    assert _onnx_axes(tmp_path / 'f.onnx')['input'] == [2, 3, 32, 32]
+    assert list(_onnx_axes(tmp_path / 'f.onnx')) == ['input', 'layer4']
+
+
+@pytest.mark.slow
+def test_onnx_export_of_the_full_classifier(tmp_path):
+    """--full-model: input -> cls_score, the same scores as the classifier in PyTorch."""
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnxscript')
+    tool = osp.join(ROOT, 'tools/deployment/export_onnx.py')
+    cfg = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet26-w0.25_1xb128_cifar100.py')
+    import numpy as np
+    import onnxruntime
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'deployment'))
+    try:
+        import export_onnx
+    finally:
+        sys.path.pop(0)
+    model = export_onnx.build_classifier(cfg)
+    torch.save(dict(state_dict=model.classifier.state_dict()), tmp_path / 'ckpt.pth')
+    out = _run([sys.executable, tool, cfg, '--full-model', '--shape', '32', '32', '--out',
+                str(tmp_path / 'm.onnx'), '--checkpoint', str(tmp_path / 'ckpt.pth')])
+    assert 'onnxruntime matches PyTorch' in out and '3x3x48x40' in out
+    axes = _onnx_axes(tmp_path / 'm.onnx')
+    assert list(axes) == ['input', 'cls_score']
+    assert axes['cls_score'] == ['batch', 100]
+    x = torch.randn(2, 3, 36, 36)
+    session = onnxruntime.InferenceSession(str(tmp_path / 'm.onnx'),
+                                           providers=['CPUExecutionProvider'])
+    (scores, ) = session.run(None, {'input': x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(scores, model.classifier(x, mode='tensor').numpy(), atol=1e-4)
+    # a detection config has no classifier to export
+    det = osp.join(ROOT, 'configs/demo/faster-rcnn_ds2net-tiny_fpn_shapes.py')
+    env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES='')
+    res = subprocess.run([sys.executable, tool, det, '--full-model', '--out',
+                          str(tmp_path / 'x.onnx')], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode != 0 and 'error: --full-model exports classifiers' in res.stderr

@@ -2,7 +2,10 @@
 mmpretrain's get_model / list_models once registered; every entry builds."""
 import glob
 import importlib.util
+import os
 import os.path as osp
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -98,9 +101,57 @@ def test_mmpretrain_finds_our_configs(mmpretrain_hub):
     assert 'dsnet50_4xb32_in1k' in mmpretrain.list_models('*dsnet*')
     assert 'ds2net50-w0.25_1xb128_cifar100' in mmpretrain.list_models('ds2net50*')
     assert 'resnet50_8xb32_in1k' in mmpretrain.list_models('resnet50*')  # theirs still there
-    # no weights published yet: mmpretrain 1.2 warns and builds the model untrained
-    with pytest.warns(UserWarning, match='Unable to find pre-defined checkpoint'):
+    # no weights published yet: said plainly, with how to make a checkpoint
+    with pytest.raises(mi.NoPublishedCheckpointError, match=r'dsnet26-w0.25_1xb128_cifar100: no '
+                       r'checkpoint is published .*python tools/train.py configs/mmpretrain/'
+                       r'dsnet/dsnet26-w0.25_1xb128_cifar100.py'):
         mmpretrain.get_model('dsnet26-w0.25_1xb128_cifar100', pretrained=True)
+
+
+def _python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter, as a user's script (this checkout first)."""
+    env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES='')
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def test_import_mmdsnet_makes_mmpretrain_find_our_models():
+    """The user's step: ``import mmdsnet``, then mmpretrain's list_models / get_model, with no
+    register_model_index() call; import mmdsnet itself imports no mmpretrain."""
+    pytest.importorskip('mmpretrain')
+    out = _python(
+        'import sys\n'
+        'import mmdsnet\n'
+        'assert "mmpretrain" not in sys.modules, "import mmdsnet imported mmpretrain"\n'
+        'import mmpretrain\n'
+        'from mmpretrain import get_model, list_models\n'
+        'print("LIST", list_models("dsnet50_4xb32*"))\n'
+        'try:\n'
+        '    get_model("dsnet50_4xb32_in1k", pretrained=True)\n'
+        'except ValueError as e:\n'
+        '    print("ERROR", e)\n'
+        'print("RESNET", list_models("resnet18_8xb32_in1k"))\n')
+    assert "LIST ['dsnet50_4xb32_in1k']" in out
+    assert 'ERROR dsnet50_4xb32_in1k: no checkpoint is published' in out
+    assert 'python tools/train.py configs/mmpretrain/dsnet/dsnet50_4xb32_in1k.py' in out
+    assert "RESNET ['resnet18_8xb32_in1k']" in out  # mmpretrain's own models still there
+
+
+def test_custom_imports_after_mmpretrain_make_our_models_findable():
+    """mmpretrain first, then a config's custom_imports (how mmpretrain's own tools run)."""
+    pytest.importorskip('mmpretrain')
+    cfg = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet26-w0.25_1xb128_cifar100.py')
+    out = _python(
+        'import mmpretrain\n'
+        'from mmpretrain.apis import ModelHub\n'
+        'from mmengine.config import Config\n'
+        f'Config.fromfile({cfg!r})  # custom_imports: mmdsnet\n'
+        'model = mmpretrain.get_model("dsnet26-w0.25_1xb128_cifar100")\n'
+        'print("BUILT", type(model.backbone).__name__)\n'
+        'print("HAS", ModelHub.has("ds2net50_4xb32_in1k"))\n')
+    assert 'BUILT DSNet' in out and 'HAS True' in out
 
 
 CLS = sorted(e['Name'] for e in ENTRIES if mi.is_classification(e))

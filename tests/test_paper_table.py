@@ -179,7 +179,8 @@ def test_cli_errors_are_one_line(pt, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'no such work dir' in err[0]
     for d in ('a', 'b'):  # two work dirs of one config
-        (tmp_path / 'wd' / d).mkdir(parents=True)
+        (tmp_path / 'wd' / d / '20261127_000000').mkdir(parents=True)
+        (tmp_path / 'wd' / d / '20261127_000000' / '20261127_000000.log').write_text('')
         (tmp_path / 'wd' / d / 'dsnet50_4xb32_in1k.py').write_text('')
     assert pt.main([str(tmp_path / 'wd')]) == 1
     assert 'two work dirs for config dsnet50_4xb32_in1k' in capsys.readouterr().err
@@ -194,3 +195,45 @@ def test_cli_writes_markdown(pt, work_dirs, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert out.read_text() == printed
     assert '### Table 1:' in printed and '### Table 2' not in printed
+
+
+def test_runs_below_a_folder_with_scripts_are_found_at_any_depth(pt, work_dirs, tmp_path,
+                                                                   capsys):
+    """The user's folder holds a script at its top and the runs one and three levels below; a
+    folder of configs named like a run is not taken for one, and its row says why."""
+    import shutil
+    exp = tmp_path / 'experiments'
+    (exp / 'round2' / 'cifar').mkdir(parents=True)
+    (exp / 'launch_all.py').write_text('# the user\'s script\n')
+    shutil.copytree(work_dirs / 'dsnet50-w0.25_1xb128_cifar100',
+                    exp / 'dsnet50-w0.25_1xb128_cifar100')
+    shutil.copytree(work_dirs / 'my_in1k_try', exp / 'round2' / 'cifar' / 'my_in1k_try')
+    # configs only, no log: looks like the ResNet50 0.25x run but is not one
+    (exp / 'resnet50-w0.25_1xb128_cifar100').mkdir()
+    (exp / 'resnet50-w0.25_1xb128_cifar100' / 'resnet50-w0.25_1xb128_cifar100.py').write_text('')
+    report = pt.build_report([str(exp)])
+    t1 = section(report, '### Table 1:')
+    assert row(t1, 'DSNet50 (GN + weight) (0.25x)')[4] == '24.50'
+    assert row(section(report, '### Table 7:'), 'DS2Net50')[4] == '22.50 / 6.25'
+    cells = row(t1, 'ResNet50 (0.25x)')
+    assert cells[4] == 'missing'
+    assert cells[6].startswith(f'{exp / "resnet50-w0.25_1xb128_cifar100"}: not a work dir: holds '
+                               f'resnet50-w0.25_1xb128_cifar100.py but no <timestamp>/ folder')
+    assert 'configs in no paper table' not in report  # the script's folder is no work dir
+    # nothing to read at all: said at the end, and the tool exits 1
+    empty = tmp_path / 'empty'
+    (empty / 'configs').mkdir(parents=True)
+    (empty / 'configs' / 'dsnet50_4xb32_in1k.py').write_text('')
+    assert pt.main([str(empty), '--tables', '7']) == 1
+    io = capsys.readouterr()
+    assert f'No work dir found in {empty}' in io.out
+    assert f'{empty / "configs"}: holds dsnet50_4xb32_in1k.py but no <timestamp>/' in io.out
+    assert row(io.out, 'DSNet50')[6].startswith(f'{empty / "configs"}: not a work dir')
+    assert 'error: no work dir found' in io.err
+    # deeper than the limit: named, with the way out
+    deep = tmp_path / 'deep' / 'a' / 'b' / 'c' / 'd'
+    shutil.copytree(work_dirs / 'my_in1k_try', deep / 'my_in1k_try')
+    runs = pt.index_work_dirs([str(tmp_path / 'deep')])
+    assert not runs and runs.too_deep == [str(deep)]
+    assert pt.index_work_dirs([str(tmp_path / 'deep' / 'a')]) == {
+        'ds2net50_4xb32_in1k': str(deep / 'my_in1k_try')}

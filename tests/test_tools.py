@@ -258,12 +258,20 @@ def _in1k_cfg(root):
     cfg = Config.fromfile(IN1K_CFG)
     for split in ('train', 'val', 'test'):
         cfg[f'{split}_dataloader'].dataset.data_root = str(root)
+    # one class folder here (ImageNet's 1000 and unreadable images: test_user_path.py)
+    cfg.train_dataloader.dataset.classes = ['n01440764']
     return cfg
 
 
 def _touch_image(path):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b'\xff\xd8\xff')
+    path.write_bytes(_TINY_PNG)
+
+
+# an 1x1 PNG: the checks read image headers
+_TINY_PNG = bytes.fromhex('89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de'
+                          '0000000c49444154789c63606060000000040001f61738550000000049454e44ae'
+                          '426082')
 
 
 def test_imagenet_layouts(tmp_path):

@@ -143,3 +143,34 @@ def test_cli_side_by_side_png(tiny_models):
     assert code == 1
     lines = [line for line in log.splitlines() if line.startswith('error:')]
     assert len(lines) == 1 and 'valid names:' in lines[0] and 'backbone.layer4' in lines[0]
+
+
+@pytest.mark.parametrize('columns', [1, 2, 4])
+def test_every_text_of_the_figure_lies_inside_it(vc, columns, tmp_path, monkeypatch):
+    """One image column makes a 2.8-inch figure: the title must wrap, not lose its ends
+    ("am: class activation maps ..." in the PNG before)."""
+    from types import SimpleNamespace
+
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+    drawn = []
+    monkeypatch.setattr(plt, 'close', drawn.append)  # keep the figure draw() saved
+    rng = np.random.default_rng(0)
+    models = [SimpleNamespace(name='DS2Net-26', layer_name='backbone.layer4')]
+    results = [[dict(image=rng.random((32, 32, 3)).astype(np.float32),
+                     cam=rng.random((32, 32)).astype(np.float32),
+                     label='aquarium_fish', score=0.51) for _ in range(columns)]]
+    images = [f'cifar_test_{i}.png' for i in range(columns)]
+    vc.draw(images, models, results, str(tmp_path / 'cam.png'), 'gradcam++')
+    (fig, ) = drawn
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+    assert any('class activation maps' in t.get_text() for t in texts)
+    for t in texts:
+        ext = t.get_window_extent(renderer)
+        assert box.x0 - 0.5 <= ext.x0 and ext.x1 <= box.x1 + 0.5, (t.get_text(), ext, box)
+        assert box.y0 - 0.5 <= ext.y0 and ext.y1 <= box.y1 + 0.5, (t.get_text(), ext, box)
+    fig.clf()

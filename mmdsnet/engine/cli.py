@@ -2,6 +2,7 @@
 import contextlib
 import os
 import os.path as osp
+import re
 from typing import Any, Callable, Iterable, Iterator, Tuple
 
 from mmengine.config import Config, DictAction
@@ -61,6 +62,25 @@ def explained_errors() -> Iterator[None]:
         yield
     except user_errors() as e:
         raise SystemExit(f'error: {e}') from None
+    except AssertionError as e:
+        unreadable = _UNREADABLE.search(str(e))
+        if unreadable is None:
+            raise
+        raise SystemExit(unreadable_image_message(unreadable.group(1))) from None
+
+
+# mmcv's LoadImageFromFile on an image it cannot decode (also re-raised from a loader worker)
+_UNREADABLE = re.compile(r'failed to load image: (\S+)')
+
+
+def unreadable_image_message(path: str) -> str:
+    """An image became unreadable after the pre-run check (or was not in its sample)."""
+    return (f'error: image {path} cannot be read (mmcv\'s LoadImageFromFile could not decode '
+            f'it). Validation and test stop here rather than skip it (the metric would '
+            f'silently count fewer images). Replace it with a good copy, or remove it (and its '
+            f'line in the annotation list); then a training run continues from its last '
+            f'checkpoint with --resume (the pre-run check reads every validation image first; '
+            f'MMDSNET_IMAGE_CHECK=full also reads every training image).')
 
 
 def build_runner(cfg: Config, launcher: str, splits: Iterable[str]) -> Tuple[Config, object]:

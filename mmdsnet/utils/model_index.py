@@ -5,14 +5,19 @@ family, in OpenMMLab's format (what mim and mmpretrain read): name, config, pape
 tables and rows, parameters and FLOPs, the paper's results (labelled as the paper's) and weights
 (empty until a checkpoint is published). mmpretrain's ``ModelHub`` reads only mmpretrain's own
 index; :func:`register_model_index` adds our classification entries to it (the way OpenMMLab
-plugin projects do), after which mmpretrain finds them by name::
+plugin projects do). ``import mmdsnet`` (what ``custom_imports`` does) arranges for that to
+happen on mmpretrain's first lookup (:func:`install_lazy_registration`), so after it mmpretrain
+finds them by name::
 
-    from mmdsnet.utils.model_index import register_model_index
+    import mmdsnet
     import mmpretrain
 
-    register_model_index()
     mmpretrain.list_models('*dsnet*')          # ['ds2net101-w0.25_1xb128_cifar10', ...]
     model = mmpretrain.get_model('dsnet50_4xb32_in1k', pretrained=False)
+
+``import mmdsnet`` itself never imports mmpretrain and reads no YAML: the index is read on the
+first ``list_models`` / ``get_model`` / inferencer lookup. No checkpoint is published yet, so
+``get_model(name, pretrained=True)`` stops with a message saying so and how to train one.
 
 A mim-search-style listing of every entry (detection included), with no mmpretrain needed::
 
@@ -23,8 +28,12 @@ mmpretrain is imported only by :func:`register_model_index`.
 """
 import argparse
 import fnmatch
+import functools
+import importlib.abc
+import inspect
 import os.path as osp
 import sys
+import warnings
 from typing import List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -91,6 +100,105 @@ def register_model_index(index: str = MODEL_INDEX) -> List[str]:
     return names
 
 
+class NoPublishedCheckpointError(ValueError):
+    """``get_model(<our name>, pretrained=True)``: no checkpoint of ours is published."""
+
+
+def no_checkpoint_message(name: str) -> str:
+    config = next((m['Config'] for m in entries() if m['Name'].lower() == name.lower()),
+                  f'configs/mmpretrain/.../{name}.py')
+    return (f'{name}: no checkpoint is published for mmdsnet\'s models yet ("Weights: null" in '
+            f'its metafile), so pretrained=True has nothing to load. Train one with '
+            f'`python tools/train.py {config}` (docs/classification.md), then load it with '
+            f'get_model({name!r}, pretrained="work_dirs/{name}/<checkpoint>.pth"); '
+            f'pretrained=False builds the model with random weights.')
+
+
+def _patch_model_hub(module) -> None:
+    """Make ``module`` (``mmpretrain.apis.model``) know our models on its first lookup, and
+    refuse ``pretrained=True`` for them with :func:`no_checkpoint_message`."""
+    hub = module.ModelHub
+    if getattr(hub, '_mmdsnet_lazy', False):
+        return
+    original = hub._register_mmpretrain_models  # bound classmethod: mmpretrain's own index
+    state = dict(done=False, busy=False, ours=set())
+
+    def register(cls) -> None:
+        original()
+        if state['done'] or state['busy']:
+            return
+        state['busy'] = True  # register_model_index() calls this again
+        try:
+            state['ours'] = set(register_model_index())
+        except Exception as e:  # a lookup of mmpretrain's own models must still work
+            warnings.warn(f'mmdsnet: could not add its models to mmpretrain\'s index: {e}')
+        finally:
+            state['busy'] = False
+            state['done'] = True
+
+    hub._register_mmpretrain_models = classmethod(register)
+    hub._mmdsnet_lazy = True
+    get_model = module.get_model
+    signature = inspect.signature(get_model)
+
+    @functools.wraps(get_model)
+    def get_model_or_explain(*args, **kwargs):
+        bound = signature.bind_partial(*args, **kwargs).arguments
+        name = next(iter(bound.values()), None)  # the first parameter: the model's name
+        if bound.get('pretrained') is True and isinstance(name, str):
+            hub._register_mmpretrain_models()
+            if name.lower() in state['ours']:
+                raise NoPublishedCheckpointError(no_checkpoint_message(name))
+        return get_model(*args, **kwargs)
+
+    # mmpretrain.apis, mmpretrain and the inferencers' base re-export get_model: replace every
+    # copy already made (after an import hook, this module is the only one yet)
+    module.get_model = get_model_or_explain
+    for name, mod in list(sys.modules.items()):
+        if name.startswith('mmpretrain') and getattr(mod, 'get_model', None) is get_model:
+            mod.get_model = get_model_or_explain
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches ``mmpretrain.apis.model`` right after it is executed, before ``mmpretrain.apis``
+    re-exports its functions."""
+    target = 'mmpretrain.apis.model'
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.target:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, 'find_spec'):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                break
+        else:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            try:
+                _patch_model_hub(module)
+            except Exception as e:  # mmpretrain changed: leave it as it is
+                warnings.warn(f'mmdsnet: could not hook into mmpretrain\'s ModelHub: {e}')
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def install_lazy_registration() -> None:
+    """Have mmpretrain's ``ModelHub`` register our entries on its first lookup (``import
+    mmdsnet`` calls this; it imports nothing). Works whether mmpretrain is imported before or
+    after mmdsnet."""
+    module = sys.modules.get(_PatchOnImport.target)
+    if module is not None:
+        _patch_model_hub(module)
+    elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
+
+
 def _ours(metainfo, root: str) -> bool:
     config = metainfo.config if isinstance(metainfo.config, str) else ''
     return osp.abspath(config).startswith(osp.join(root, 'configs') + osp.sep)
@@ -131,7 +239,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-__all__ = ['register_model_index', 'entries', 'metafiles', 'MODEL_INDEX']
+__all__ = ['register_model_index', 'install_lazy_registration', 'entries', 'metafiles',
+           'MODEL_INDEX', 'NoPublishedCheckpointError']
 
 if __name__ == '__main__':
     sys.exit(main())

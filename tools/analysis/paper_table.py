@@ -10,9 +10,15 @@ Table 8: the detection runs' COCO mAP beside the paper's, as ``coco_table.py`` r
 Table 9: memory and time per iteration from ``benchmark.py --out`` JSON, as ratios to ResNet50
 beside the paper's ratios (absolute numbers from different machines do not compare).
 
-Each argument is a work dir, or a folder of work dirs (``work_dirs/``). A work dir belongs to the
-config whose copy MMEngine put in it (``<work_dir>/<config>.py``), else to the config named like
-the dir (the default ``work_dirs/<config>``). Its result is the last evaluation in its newest json
+Each argument is a work dir, or a folder with work dirs at any depth up to four folders below
+(``work_dirs/``, ``experiments/``). A work dir is what a run leaves: a ``<timestamp>/`` folder
+with its ``.log`` or a ``.json`` of metrics, and usually beside it the config copy MMEngine
+writes; a folder that only holds ``.py`` files is not one, and is searched further. A work dir
+belongs to the config whose copy is in it (``<work_dir>/<config>.py``), else to the config
+named like the dir (the default ``work_dirs/<config>``). A row left missing although a folder
+looked like its run (named like its config, or holding its config) says which folder and why it
+did not count, and the end of the report lists such folders; no work dir at all under the
+folders given is an error (exit 1). Its result is the last evaluation in its newest json
 log: ``<timestamp>/<timestamp>.json`` (``tools/test.py``) or
 ``<timestamp>/vis_data/scalars.json`` (validation while training); mmpretrain logs accuracy, so
 error = 100 - ``accuracy/top1``. A row without a run, or a run without the metric, reads
@@ -96,33 +102,106 @@ def _find(header: Sequence[str], *words: str) -> int:
 
 
 # ----------------------------------------------------------------------------------- work dirs
+#: How deep below each given folder work dirs are looked for.
+MAX_DEPTH = 4
+_TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
+
+
+def _log_dirs(path: str) -> Tuple[List[str], List[str]]:
+    """``(<timestamp>/ folders, those holding a log or metrics)`` of ``path``: MMEngine writes
+    ``<timestamp>/<timestamp>.log`` (and ``vis_data/scalars.json``) when a run starts,
+    ``tools/test.py`` ``<timestamp>/<timestamp>.json``."""
+    stamps = sorted(d for d in _subdirs(path) if _TIMESTAMP.match(osp.basename(d)))
+    logged = [d for d in stamps if glob.glob(osp.join(d, '*.log')) or glob.glob(osp.join(
+        d, '*.json')) or osp.isfile(osp.join(d, 'vis_data', 'scalars.json'))]
+    return stamps, logged
+
+
+def _subdirs(path: str) -> List[str]:
+    try:
+        return sorted(e.path for e in os.scandir(path)
+                      if e.is_dir() and not e.name.startswith('.'))
+    except OSError:
+        return []
+
+
+def _configs_at(path: str) -> List[str]:
+    return sorted(osp.splitext(osp.basename(p))[0] for p in glob.glob(osp.join(path, '*.py')))
+
+
 def _is_work_dir(path: str) -> bool:
-    """A Runner's work dir: a ``<timestamp>/`` log folder or a copied config at its top."""
-    return bool(glob.glob(osp.join(path, '[0-9]' * 8 + '_' + '[0-9]' * 6))
-                or glob.glob(osp.join(path, '*.py')))
+    """A Runner's work dir: a ``<timestamp>/`` folder with a log or metrics (the config copy
+    MMEngine puts beside it names the config; without one, the dir's name does)."""
+    return bool(_log_dirs(path)[1])
 
 
 def config_of(work_dir: str) -> str:
-    configs = sorted(glob.glob(osp.join(work_dir, '*.py')))
+    configs = _configs_at(work_dir)
     if len(configs) == 1:
-        return osp.splitext(osp.basename(configs[0]))[0]
+        return configs[0]
     return osp.basename(osp.normpath(work_dir))
 
 
-def index_work_dirs(paths: Sequence[str]) -> Dict[str, str]:
-    """``{config name: work dir}`` for every work dir given or found one level below."""
-    found: Dict[str, str] = {}
+def _why_not(path: str) -> Optional[str]:
+    """Why a folder that looks like a run is not a work dir (None: it does not look like one)."""
+    stamps, _ = _log_dirs(path)
+    configs = _configs_at(path)
+    if stamps:
+        return (f'its {len(stamps)} <timestamp>/ folder(s) hold no .log or .json (the run '
+                f'stopped before it logged anything)')
+    if configs:
+        return (f'holds {", ".join(c + ".py" for c in configs[:3])} but no <timestamp>/ folder '
+                f'with a log or metrics beside it (a work dir has both; a folder of configs is '
+                f'not one)')
+    return None
+
+
+class WorkDirs(dict):
+    """``{config name: work dir}``, with what was looked at: ``not_runs`` (``{folder: why it is
+    not a work dir}``, for folders that look like one) and ``too_deep`` (folders not searched
+    below :data:`MAX_DEPTH`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.not_runs: Dict[str, str] = {}
+        self.too_deep: List[str] = []
+        self.roots: List[str] = []
+
+    def note_for(self, config: str) -> Optional[str]:
+        """Why no work dir of ``config`` was found, if a folder looked like one."""
+        for folder, why in self.not_runs.items():
+            if osp.basename(osp.normpath(folder)) == config or config in _configs_at(folder):
+                return f'{folder}: not a work dir: {why}'
+        return None
+
+
+def index_work_dirs(paths: Sequence[str], max_depth: int = MAX_DEPTH) -> WorkDirs:
+    """``{config name: work dir}`` for every work dir given or found below, up to ``max_depth``
+    folders deep (a work dir's own sub-folders are not searched)."""
+    found = WorkDirs()
     for path in paths:
         if not osp.isdir(path):
             raise FileNotFoundError(f'{path}: no such work dir or folder of work dirs')
-        dirs = [path] if _is_work_dir(path) else sorted(
-            d for d in glob.glob(osp.join(path, '*')) if osp.isdir(d) and _is_work_dir(d))
-        for d in dirs:
-            name = config_of(d)
-            if name in found and osp.realpath(found[name]) != osp.realpath(d):
-                raise ValueError(f'two work dirs for config {name}: {found[name]} and {d}; '
-                                 f'pass the one to report')
-            found[name] = d
+        found.roots.append(path)
+        todo = [(path, 0)]
+        while todo:
+            d, depth = todo.pop(0)
+            if _is_work_dir(d):
+                name = config_of(d)
+                if name in found and osp.realpath(found[name]) != osp.realpath(d):
+                    raise ValueError(f'two work dirs for config {name}: {found[name]} and {d}; '
+                                     f'pass the one to report')
+                found[name] = d
+                continue
+            why = _why_not(d)
+            if why:
+                found.not_runs[d] = why
+            subdirs = [s for s in _subdirs(d) if not _TIMESTAMP.match(osp.basename(s))]
+            if depth >= max_depth:
+                if subdirs:
+                    found.too_deep.append(d)
+                continue
+            todo += [(s, depth + 1) for s in subdirs]
     return found
 
 
@@ -152,6 +231,11 @@ def _diff(ours: Optional[float], paper: Optional[float], fmt: str = '+.2f') -> s
     return '-' if ours is None or paper is None else format(ours - paper, fmt)
 
 
+def _no_run(runs, config: str, default: str = 'no run') -> str:
+    note = runs.note_for(config) if isinstance(runs, WorkDirs) else None
+    return note or default
+
+
 def markdown(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     fmt = lambda r: '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(r, widths)) + ' |'  # noqa
@@ -173,7 +257,8 @@ def classification_table(table: dict, runs: Dict[str, str]) -> str:
             ours = [100.0 - found[0][k] if isinstance(found[0].get(k), (int, float)) else None
                     for k in keys]
         source = found[1] if found else (
-            f'{runs[r["config"]]}: no accuracy/top1 logged' if r['config'] in runs else 'no run')
+            f'{runs[r["config"]]}: no accuracy/top1 logged' if r['config'] in runs
+            else _no_run(runs, r['config']))
         body.append([
             r['row'], r['dataset'], r['config'], ' / '.join(_num(p) for p in r['paper']),
             ' / '.join(MISSING if o is None else _num(o) for o in ours),
@@ -187,7 +272,9 @@ def table8(runs: Dict[str, str]) -> str:
     body = []
     for name, paper in PAPER_TABLE8.items():
         config = next((c for c in TABLE8_CONFIGS[name] if c in runs), TABLE8_CONFIGS[name][0])
-        ours, source = None, 'no run'
+        ours = None
+        source = next((n for c in TABLE8_CONFIGS[name] if (n := _no_run(runs, c, ''))),
+                      'no run')
         if config in runs:
             try:
                 metrics, src = read_metrics(runs[config])
@@ -281,9 +368,30 @@ def build_report(paths: Sequence[str], bench_files: Sequence[str] = (),
                     - {c for cs in TABLE8_CONFIGS.values() for c in cs})
     if unused:
         out.append(f'Work dirs of configs in no paper table: {", ".join(unused)}')
+    out += looked_at(runs)
     head = ('Paper columns: the numbers printed in Zhang et al., WACV 2021 (not measured here). '
             'Ours: measured by the runs named in "source"; "missing": no run or no metric.')
     return '\n'.join([head, ''] + out).rstrip() + '\n'
+
+
+def looked_at(runs: WorkDirs) -> List[str]:
+    """Lines saying which folders were searched and why some did not count (empty when every
+    folder given held work dirs and nothing was skipped)."""
+    lines = []
+    if runs.roots and not len(runs):
+        lines.append(f'No work dir found in {", ".join(runs.roots)} (searched {MAX_DEPTH} '
+                     f'folders deep; a work dir holds a <timestamp>/ folder with the run\'s '
+                     f'.log or a .json of metrics, and usually the config copy MMEngine '
+                     f'writes beside it).')
+    if runs.not_runs:
+        lines.append('Folders that look like runs but are not work dirs:')
+        lines += [f'- {d}: {why}' for d, why in list(runs.not_runs.items())[:20]]
+        if len(runs.not_runs) > 20:
+            lines.append(f'- ... and {len(runs.not_runs) - 20} more')
+    if runs.too_deep:
+        lines.append(f'Not searched below {MAX_DEPTH} levels: {", ".join(runs.too_deep[:5])}'
+                     + (' ...' if len(runs.too_deep) > 5 else '') + ' (pass those folders)')
+    return lines
 
 
 def main(argv=None) -> int:
@@ -309,6 +417,10 @@ def main(argv=None) -> int:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
             f.write(report)
+    if args.work_dirs and not len(index_work_dirs(args.work_dirs)):
+        print(f'error: no work dir found in {", ".join(args.work_dirs)}: every "ours" reads '
+              f'missing (see the end of the report for what was looked at)', file=sys.stderr)
+        return 1
     return 0
 
 

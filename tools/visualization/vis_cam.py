@@ -181,29 +181,48 @@ def run(images: Sequence[str], models: Sequence[CamModel], method: str = 'gradca
              for p in images] for m in models]
 
 
-def draw(images: Sequence[str], models: Sequence[CamModel], results: List[List[dict]],
-         out: str, method: str) -> str:
+def figure(images: Sequence[str], models: Sequence[CamModel], results: List[List[dict]],
+           method: str):
+    """The paper's layout (module docstring) as a matplotlib figure."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     rows, cols = len(models) + 1, len(images)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.6, 2.2 * rows), squeeze=False)
+    width = 2.2 * cols + 0.6
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 2.2 * rows), squeeze=False)
     for i, path in enumerate(images):
         axes[0][i].imshow(results[0][i]['image'])
-        axes[0][i].set_title(osp.basename(path), fontsize=8)
+        axes[0][i].set_title(_fit(osp.basename(path), 2.2, 8), fontsize=8)
         for m, model in enumerate(models):
             r = results[m][i]
             axes[m + 1][i].imshow(show_cam_on_image(r['image'], r['cam'], use_rgb=True))
-            axes[m + 1][i].set_title(f'{r["label"]} ({r["score"]:.2f})', fontsize=8)
+            axes[m + 1][i].set_title(_fit(f'{r["label"]} ({r["score"]:.2f})', 2.2, 8),
+                                     fontsize=8)
     for r, label in enumerate(['input'] + [f'{m.name}\n{m.layer_name}' for m in models]):
         axes[r][0].set_ylabel(label, fontsize=8)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f'{method}: class activation maps of the predicted class', fontsize=9)
+    # One image column is 2.8 inches wide: the title is wrapped to the figure's width, or its
+    # ends would be cut off ("am: class activation maps ...").
+    fig.suptitle(_fit(f'{method}: class activation maps of the predicted class', width, 9),
+                 fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def _fit(text: str, inches: float, points: float) -> str:
+    """``text`` wrapped to lines that fit ``inches`` at ``points`` (average glyph: 0.6 em)."""
+    import textwrap
+    return textwrap.fill(text, max(8, int(inches * 72 / (points * 0.6))))
+
+
+def draw(images: Sequence[str], models: Sequence[CamModel], results: List[List[dict]],
+         out: str, method: str) -> str:
+    import matplotlib.pyplot as plt
+    fig = figure(images, models, results, method)
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
