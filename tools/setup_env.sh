@@ -7,9 +7,9 @@
 # (patched from -std=c++17 to c++20, which torch>=2.13's headers need) and the wheel is cached in
 # $MMDSNET_CACHE. That build is nearly all of a first set-up: 24-26 min on a fresh 2-core box
 # (24m06s and 25m42s, 2026-12-02), so each stage prints the time since the start, and the build
-# prints a line every minute. MAX_JOBS (default: the number of cores) sets the parallel compile jobs; torch's ninja
-# build puts ccache in front of the compiler when ccache is installed, which speeds up a rebuild
-# (after the wheel cache was cleared), not a first build.
+# prints a line every minute. MAX_JOBS (default: the number of cores) sets the parallel compile
+# jobs; torch's ninja build puts ccache in front of the compiler when ccache is installed, which
+# speeds up a rebuild (after the wheel cache was cleared), not a first build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
