@@ -64,13 +64,18 @@ def test_classifier_runner_defaults(bench, tiny_config):
 
 
 def test_aten_suffix_disables_the_device_kernels(bench):
-    """NAME@aten: within a step the operators' CUDA kernels (where registered) are disabled."""
-    from mmdsnet.ops import dense_aggregate
+    """NAME@aten: within a step the operators run their ATen implementation on every device
+    (``mmdsnet.ops.use_implementation(kernels='aten')``), the device kernels after it."""
+    from types import SimpleNamespace
+
+    from mmdsnet.ops import dense_aggregate, kernel_for
+    from mmdsnet.ops.dense_aggregate import dense_aggregate_aten
+    cuda = SimpleNamespace(device=torch.device('cuda'))
     registered = torch._C._dispatch_has_kernel_for_dispatch_key('mmdsnet::dense_aggregate',
                                                                 'CUDA')
     with bench.aten_operators():
-        assert ('cuda' in dense_aggregate._disabled_kernel) == registered
-    assert 'cuda' not in dense_aggregate._disabled_kernel
+        assert kernel_for(dense_aggregate, cuda) is dense_aggregate_aten
+    assert (kernel_for(dense_aggregate, cuda) is not dense_aggregate_aten) == registered
     with pytest.raises(SystemExit, match='only @aten'):
         bench.Runner('DSNet50@fast', _args(), torch.device('cpu'))
 
