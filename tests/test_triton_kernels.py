@@ -731,17 +731,20 @@ def _compile_cases():
             yield ta._stats_kernel, dict(maps, y_ptr=y), dict(
                 OVER_BATCH=over_batch, ACC=acc, BLOCK_C=4, BLOCK_HW=512, BLOCK_R=256)
         for num in (1, ta.K):
+            # the launcher passes unused slots as None, i.e. compile-time constants
+            unused = {f'{k}{i}': None for k in 'ymr' for i in range(num, ta.K)}
             for flag in (True, False):
-                yield ta._aggregate_kernel, maps, dict(NUM=num, HAS_W=flag, RELU=not flag,
-                                                       ACC=acc, BLOCK_C=64, BLOCK_HW=32)
+                yield ta._aggregate_kernel, maps, dict(
+                    unused, NUM=num, HAS_W=flag, RELU=not flag, ACC=acc, BLOCK_C=64,
+                    BLOCK_HW=32)
                 yield ta._backward_reduce_kernel, maps, dict(
-                    NUM=num, SUM_G=flag, G_FROM_DX=not flag, RELU=flag, ACC=acc, BLOCK_C=4,
-                    BLOCK_HW=512)
+                    unused, NUM=num, SUM_G=flag, G_FROM_DX=not flag, RELU=flag, ACC=acc,
+                    BLOCK_C=4, BLOCK_HW=512)
                 for own in (True, False):
                     yield ta._backward_apply_kernel, maps, dict(
-                        NUM=num, OWN=own, NEED_Y=flag or own, NEED_W=not flag, HAS_W=own,
-                        G_FROM_DX=flag, RELU=own, ACC=acc, BLOCK_C=4, BLOCK_HW=512,
-                        BLOCK_R=512)
+                        unused, **{f'z{i}': None for i in range(num, ta.K)}, NUM=num, OWN=own,
+                        NEED_Y=flag or own, NEED_W=not flag, HAS_W=own, G_FROM_DX=flag,
+                        RELU=own, ACC=acc, BLOCK_C=4, BLOCK_HW=512, BLOCK_R=512)
 
 
 def test_kernels_compile_for_a_gpu():
@@ -776,12 +779,13 @@ def test_aligned_sources_get_vector_loads():
     names = kernel.arg_names
     vector_loads = {}
     for aligned in (False, True):
-        constexprs = dict(sxh=1, syh=1, soh=1, NUM=3, HAS_W=True, RELU=True, ACC=tl.float32,
+        constexprs = dict({f'{k}{i}': None for k in 'ymr' for i in range(3, ta.K)}, sxh=1,
+                          syh=1, soh=1, NUM=3, HAS_W=True, RELU=True, ACC=tl.float32,
                           BLOCK_C=4, BLOCK_HW=512)
         types = {n: '*fp32' for n in names if n.endswith('_ptr') or n[0] in 'ymr'}
         signature = {n: 'constexpr' if n in constexprs else types.get(n, 'i32') for n in names}
         divisible = ['x_ptr', 'out_ptr', 'w_ptr', 'm0', 'r0', 'C', 'HW', 'sxn', 'sxc', 'syn',
-                     'syc', 'son', 'soc'] + [f'y{i}' for i in range(ta.K) if aligned]
+                     'syc', 'son', 'soc'] + [f'y{i}' for i in range(3) if aligned]
         attrs = {(names.index(n), ): [['tt.divisibility', 16]] for n in divisible}
         src = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs,
                                         attrs=attrs)

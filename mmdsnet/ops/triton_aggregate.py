@@ -42,7 +42,8 @@ Launches (each a grid of ``(BLOCK_C, BLOCK_HW)`` tiles of one sample), for up to
 
 Nothing but launches per call on the host: the sources are kernel arguments (flat pointer
 arguments ``y0 .. y7``, ``m0 .. m7``, ``r0 .. r7``, ``z0 .. z7`` with a ``tl.constexpr`` count
-``NUM``: one compiled variant per count; unused slots repeat the first source), so there is no
+``NUM``: one compiled variant per count; unused slots are None, which Triton makes compile-time
+constants, so they cost the launcher nothing), so there is no
 pointer table, no pinned memory and no host-to-device copy, and the calls can be captured in a
 CUDA graph. More than ``K`` sources (DSNet101 / 152), or sources whose statistics differ in
 layout (rows, groups) or kind (own / fixed), are split into runs of at most ``K`` alike sources,
@@ -489,9 +490,10 @@ def _runs(keys: Sequence, limit: int = None) -> List[Tuple[int, int]]:
 
 
 def _slots(ts: Sequence, start: int, stop: int) -> List:
-    """``ts[start:stop]`` padded to ``K`` flat slots (unused slots repeat the first one)."""
+    """``ts[start:stop]`` padded to ``K`` flat slots with None: an unused slot is a compile-time
+    None, neither a kernel parameter nor work for the launcher."""
     chunk = list(ts[start:stop])
-    return chunk + [chunk[0]] * (K - len(chunk))
+    return chunk + [None] * (K - len(chunk))
 
 
 class _Sources:
