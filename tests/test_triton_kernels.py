@@ -471,11 +471,11 @@ def check_fallbacks():
 
 
 def _dsnet50_step(cls):
-    """One training step of a narrow DSNet50 / DS2Net50 (base 8 channels, 32 x 32, batch 1:
+    """One training step of a narrow DSNet50 / DS2Net50 (base 8 channels, 64 x 64, batch 1:
     the interpreter is slow; the launches do not depend on the sizes), GN shortcuts."""
     torch.manual_seed(0)
     model = cls(depth=50, base_channels=8).train()
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.randn(1, 3, 64, 64)
     return lambda: _train_step(model, x)
 
 
