@@ -24,6 +24,7 @@ NORMS = {'GN': 'group', 'LN': 'group', 'IN': 'group', 'BN-batch': 'batch',
 SHAPES = [((3, 96, 13, 17), (torch.float32, torch.bfloat16, torch.float16, torch.float64)),
           ((2, 256, 200, 304), (torch.float32, torch.bfloat16))]
 FORMATS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
+DEVICE = 'cuda'
 
 
 @pytest.fixture(autouse=True)
@@ -51,12 +52,12 @@ def _rel(a, b):
 
 def _inputs(shape, dtype, fmt, norm, sources=3, seed=0):
     from mmdsnet.ops import stats_dtype
-    g = torch.Generator(device='cuda').manual_seed(seed)
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
     n, c = shape[:2]
     acc = stats_dtype(dtype)
 
     def t():
-        return (torch.randn(*shape, device='cuda', generator=g) + 0.5).to(dtype).contiguous(
+        return (torch.randn(*shape, device=DEVICE, generator=g) + 0.5).to(dtype).contiguous(
             memory_format=fmt)
     x, ys, grad = t(), [t() for _ in range(sources)], t()
     kind = NORMS[norm]
@@ -65,14 +66,14 @@ def _inputs(shape, dtype, fmt, norm, sources=3, seed=0):
         stats = [_aten('stats')(y, groups, 1e-5, kind == 'batch') for y in ys]
         own = [1] * sources
     elif kind == 'running':
-        stats = [(0.3 * torch.randn(1, c, device='cuda', dtype=acc, generator=g),
-                  0.5 + torch.rand(1, c, device='cuda', dtype=acc, generator=g))] * sources
+        stats = [(0.3 * torch.randn(1, c, device=DEVICE, dtype=acc, generator=g),
+                  0.5 + torch.rand(1, c, device=DEVICE, dtype=acc, generator=g))] * sources
         own = [0] * sources
     else:
-        stats = [(torch.zeros(1, 1, device='cuda', dtype=acc),
-                  torch.ones(1, 1, device='cuda', dtype=acc))] * sources
+        stats = [(torch.zeros(1, 1, device=DEVICE, dtype=acc),
+                  torch.ones(1, 1, device=DEVICE, dtype=acc))] * sources
         own = [0] * sources
-    weight = torch.randn(sources, c, 1, 1, device='cuda', dtype=acc, generator=g)
+    weight = torch.randn(sources, c, 1, 1, device=DEVICE, dtype=acc, generator=g)
     return x, ys, grad, groups, kind, stats, weight, own
 
 
@@ -133,7 +134,7 @@ def test_many_sources_in_runs():
 def _step(model, x, autocast=False):
     model = copy.deepcopy(model)
     xi = x.clone().requires_grad_()
-    with torch.autocast('cuda', dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=autocast):
         out = model(xi)[-1]
         out.float().square().mean().backward()
     grads = [xi.grad] + [p.grad for p in model.parameters() if p.grad is not None]
@@ -153,8 +154,8 @@ def test_training_step_against_float64_truth(norm):
     from mmdsnet.models.layers import DenseAggregation
     from mmdsnet.ops import use_implementation
     torch.manual_seed(0)
-    model = DS2Net(depth=50, base_channels=16, shortcut_norm_cfg=norm).cuda().train()
-    x = torch.randn(4, 3, 64, 64, device='cuda')
+    model = DS2Net(depth=50, base_channels=16, shortcut_norm_cfg=norm).to(DEVICE).train()
+    x = torch.randn(4, 3, 64, 64, device=DEVICE)
     ref_model = copy.deepcopy(model).double()
     for m in ref_model.modules():
         if isinstance(m, DenseAggregation):
@@ -174,8 +175,8 @@ def test_training_step_against_float64_truth(norm):
 def _dsnet50(cls_name='DSNet', batch=2, size=64):
     from mmdsnet import models
     torch.manual_seed(0)
-    model = getattr(models, cls_name)(depth=50).cuda().train()
-    return model, torch.randn(batch, 3, size, size, device='cuda')
+    model = getattr(models, cls_name)(depth=50).to(DEVICE).train()
+    return model, torch.randn(batch, 3, size, size, device=DEVICE)
 
 
 @pytest.mark.parametrize('cls_name', ['DSNet', 'DS2Net'])
