@@ -426,14 +426,23 @@ def _hw(t: Tensor) -> int:
     return t.numel() // (t.shape[0] * t.shape[1])
 
 
+def _cdiv(a: int, b: int) -> int:  # (triton.cdiv is a jit function: slow to call from Python)
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    """The smallest power of two >= ``n`` (``triton.next_power_of_2`` in plain Python)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
 def _blocks(c: int, hw: int, strides: Tuple[int, int, int]) -> Tuple[int, int]:
     """``(BLOCK_C, BLOCK_HW)``: long along the contiguous dimension (channels for channels_last,
     positions otherwise), ``MAX_TILE`` elements at most, no longer than the map."""
     if strides[1] == 1 and strides[2] != 1 and hw > 1:  # channels_last
-        block_c = min(triton.next_power_of_2(c), MAX_BLOCK_C, MAX_TILE)
-        return block_c, min(triton.next_power_of_2(hw), max(1, MAX_TILE // block_c))
-    block_hw = min(triton.next_power_of_2(hw), MAX_BLOCK_HW, MAX_TILE)
-    return min(triton.next_power_of_2(c), max(1, MAX_TILE // block_hw)), block_hw
+        block_c = min(_pow2(c), MAX_BLOCK_C, MAX_TILE)
+        return block_c, min(_pow2(hw), max(1, MAX_TILE // block_c))
+    block_hw = min(_pow2(hw), MAX_BLOCK_HW, MAX_TILE)
+    return min(_pow2(c), max(1, MAX_TILE // block_hw)), block_hw
 
 
 def _block_r(block_c: int) -> int:
@@ -525,9 +534,9 @@ class _Sources:
             rows, groups = mean.shape
             if rows not in (1, n) or groups == 0 or c % groups:
                 return
-            # (no copy for the models' statistics: already contiguous, in the right dtype)
-            self.means.append(mean.to(self.acc).contiguous())
-            self.rstds.append(rstd.to(self.acc).contiguous())
+            # (no copy, no call for the models' statistics: contiguous, in the right dtype)
+            self.means.append(_as_acc(mean, self.acc))
+            self.rstds.append(_as_acc(rstd, self.acc))
             # (n, c) reads its statistic at n * row_stride + c // cpg
             self.layout.append((groups if rows == n and n > 1 else 0, c // groups))
         self.ys = ys
@@ -542,9 +551,20 @@ class _Sources:
                 *_slots(self.rstds, start, stop)]
 
 
+def _as_acc(t: Tensor, acc: torch.dtype) -> Tensor:
+    """``t`` in ``acc``, contiguous: ``t`` itself when it already is (no dispatcher call)."""
+    return t if t.dtype == acc and t.is_contiguous() else t.to(acc).contiguous()
+
+
+_SAME_DEVICE = contextlib.nullcontext()
+
+
 def _device(t: Tensor):
-    """Launch on ``t``'s GPU whichever is current (nothing to select for CPU tensors)."""
-    return torch.cuda.device(t.device) if t.device.type == 'cuda' else contextlib.nullcontext()
+    """Launch on ``t``'s GPU whichever is current (nothing to select for CPU tensors, or when
+    ``t``'s GPU is the current one)."""
+    if t.device.type != 'cuda' or t.device.index == torch.cuda.current_device():
+        return _SAME_DEVICE
+    return torch.cuda.device(t.device)
 
 
 def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Tensor, Tensor]:
@@ -558,7 +578,7 @@ def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Te
     hw = _hw(y)
     acc = stats_dtype(y.dtype)
     block_c, block_hw = _blocks(c, hw, strides)
-    p, cblocks = triton.cdiv(hw, block_hw), triton.cdiv(c, block_c)
+    p, cblocks = _cdiv(hw, block_hw), _cdiv(c, block_c)
     rows = 1 if over_batch else n
     mean = torch.empty((rows, groups), dtype=acc, device=y.device)
     rstd = torch.empty_like(mean)
@@ -582,7 +602,7 @@ def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: Lis
     out = torch.empty_like(x)
     out_strides = _flat(out)
     block_c, block_hw = _blocks(src.c, src.hw, src.y_strides)
-    grid = (triton.cdiv(src.hw, block_hw), triton.cdiv(src.c, block_c), src.n)
+    grid = (_cdiv(src.hw, block_hw), _cdiv(src.c, block_c), src.n)
     runs = _runs(src.layout)
     prev, prev_strides = x, x_strides
     with _device(x):
@@ -622,8 +642,8 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
     dys = [torch.empty_like(y) if need else y.new_empty(0) for y, need in zip(ys, need_ys)]
     dw = torch.empty((s, c), dtype=acc, device=out.device) if need_w else None
     block_c, block_hw = _blocks(c, hw, src.y_strides)
-    p = triton.cdiv(hw, block_hw)
-    grid = (p, triton.cdiv(c, block_c), n)
+    p = _cdiv(hw, block_hw)
+    grid = (p, _cdiv(c, block_c), n)
     w = out if src.weight is None else src.weight
     part = _workspace(out.device, acc, (1 + s) * n * c * p) if reduce else src.means[0]
     maps = (*g_strides, *o_strides, *dx_strides, *src.y_strides)
@@ -639,8 +659,8 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
                 g_ready = True
         keys = [(*src.layout[i], own[i], bool(need_ys[i])) for i in range(s)]
         runs = [(a, b) for a, b in _runs(keys) if need_ys[a] or need_w] or [(0, 0)]
+        z = [dys[i] if need_ys[i] else dx for i in range(s)]
         for a, b in runs:  # (0, 0): nothing but dL/dx is needed
-            z = [dys[i] if need_ys[i] else dx for i in range(s)]
             z_strides = _flat(z[a])
             _backward_apply_kernel[grid](
                 grad, out, dx, part, w, dw if need_w else part, *src.slots(max(a, 0), max(b, 1)),
