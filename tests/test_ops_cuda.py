@@ -117,7 +117,7 @@ def test_aggregation_is_captured_in_a_cuda_graph():
         run()  # warm-up on the capture stream: compilation, workspaces
     torch.cuda.current_stream().wait_stream(s)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=s):  # (the warm-up's stream: its workspaces)
         captured = run()
     for t in [x, grad, *ys]:
         t.copy_(torch.randn_like(t) + 0.5)
