@@ -19,17 +19,23 @@ case's result from the child. Cases:
   float32 1e-5; tensors stored in bf16 1e-2 and fp16 2e-3 (about one unit in the last place of
   the largest element: both sides compute in float32 and round once); the float32 statistics
   and ``dL/dW`` of bf16 / fp16 inputs 1e-5.
-* the partial sums of the reduction kernels against torch; 35 sources (DSNet152's stage 3);
+* the partial sums of the reduction kernels against torch; 35 sources (DSNet152's stage 3) in
+  runs of K, one launch per run and pass;
 * with the kernels registered as the operators' CPU kernels: ``torch.library.opcheck`` (schema,
   fake implementation, autograd) on NCHW and channels_last; float64 ``gradcheck`` of the
   operator (GN, BatchNorm batch and running statistics, none); a DS2Net training step against
   the reference form in float64 (1e-9) and a DSNet bf16-autocast step against the ATen
-  operators;
-* inputs the kernels do not take (a strided slice, sources of two dtypes, any input while a
-  CUDA graph is captured) give ATen's result without launching a kernel.
+  operators; the switch ``use_implementation`` (ATen: no kernel runs, eager or dispatched);
+* the launch budget of one DSNet50 / DS2Net50 training step (one launch per statistic and per
+  aggregation forward, at most two per backward: 48 / 100 launches, 72 / 150 before issue 20)
+  and no host work per call but launching and allocating the outputs (a TorchDispatchMode
+  around each call: no copy, no pinned memory, no ``.item()``, no temporary);
+* inputs the kernels do not take (a strided slice, sources of two dtypes) give ATen's result
+  without launching a kernel.
 
 Outside the interpreter (this process): every kernel compiles to an H100 binary with triton's
-own compiler (no GPU needed), and aligned sources get vector loads; the CUDA kernels are
+own compiler (no GPU needed), unused source slots as compile-time None, and aligned sources get
+vector loads; the CUDA kernels are
 registered and the CPU keeps ATen; with triton hidden, mmdsnet imports and trains on the CPU as
 before. Without triton installed, everything here is skipped.
 """
