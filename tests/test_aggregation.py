@@ -397,10 +397,11 @@ def test_anything_that_records_the_call_sees_the_operator():
 
 def test_kernel_for_follows_the_dispatcher():
     """The kernel an eager call runs is the one the operator would dispatch to: the device's
-    registered kernel (Triton for CUDA, where triton imports) unless disabled, else ATen."""
+    registered kernel (Triton for CUDA, where triton imports), else ATen; under
+    ``use_implementation(kernels='aten')`` ATen everywhere."""
     from types import SimpleNamespace
 
-    from mmdsnet.ops import kernel_for
+    from mmdsnet.ops import kernel_for, use_implementation
     from mmdsnet.ops.dense_aggregate import dense_aggregate_aten
     cpu = SimpleNamespace(device=torch.device('cpu'))
     cuda = SimpleNamespace(device=torch.device('cuda'))
@@ -410,9 +411,32 @@ def test_kernel_for_follows_the_dispatcher():
     except ImportError:
         pytest.skip('triton does not import here: no CUDA kernel is registered')
     assert kernel_for(dense_aggregate, cuda) is triton_aggregate.dense_aggregate
-    with dense_aggregate.set_kernel_enabled('cuda', False):
+    with use_implementation(kernels='aten'):
         assert kernel_for(dense_aggregate, cuda) is dense_aggregate_aten
     assert kernel_for(dense_aggregate, cuda) is triton_aggregate.dense_aggregate
+
+
+def test_use_implementation_dispatcher_calls_the_operator():
+    """``use_implementation(calls='dispatcher')``: the models' calls go through the operators (a
+    torch.library autograd node instead of the eager calls' ``_Aggregate``), same numbers; the
+    switch is restored on exit, even after an error, and refuses unknown names."""
+    from mmdsnet.ops import aggregate, use_implementation
+    from mmdsnet.ops.dense_aggregate import _MODE
+    x, ys, means, rstds, weight, own = _aggregation_inputs()
+    eager = aggregate(x, ys, means, rstds, weight, own)
+    assert type(eager.grad_fn).__name__ == '_AggregateBackward'
+    with use_implementation(calls='dispatcher'):
+        dispatched = aggregate(x, ys, means, rstds, weight, own)
+    assert type(dispatched.grad_fn).__name__ != '_AggregateBackward'
+    torch.testing.assert_close(dispatched, eager, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match='inside'):
+        with use_implementation(kernels='aten', calls='dispatcher'):
+            assert _MODE == dict(kernels='aten', calls='dispatcher')
+            raise RuntimeError('inside')
+    assert _MODE == dict(kernels='device', calls='eager')
+    with pytest.raises(ValueError, match='kernels must be one of'):
+        with use_implementation(kernels='triton'):
+            pass
 
 
 def test_aggregation_impl_reference_is_the_same_model():

@@ -19,17 +19,23 @@ case's result from the child. Cases:
   float32 1e-5; tensors stored in bf16 1e-2 and fp16 2e-3 (about one unit in the last place of
   the largest element: both sides compute in float32 and round once); the float32 statistics
   and ``dL/dW`` of bf16 / fp16 inputs 1e-5.
-* the partial sums of the reduction kernels against torch; 35 sources (DSNet152's stage 3);
+* the partial sums of the reduction kernels against torch; 35 sources (DSNet152's stage 3) in
+  runs of K, one launch per run and pass;
 * with the kernels registered as the operators' CPU kernels: ``torch.library.opcheck`` (schema,
   fake implementation, autograd) on NCHW and channels_last; float64 ``gradcheck`` of the
   operator (GN, BatchNorm batch and running statistics, none); a DS2Net training step against
   the reference form in float64 (1e-9) and a DSNet bf16-autocast step against the ATen
-  operators;
-* inputs the kernels do not take (a strided slice, sources of two dtypes, any input while a
-  CUDA graph is captured) give ATen's result without launching a kernel.
+  operators; the switch ``use_implementation`` (ATen: no kernel runs, eager or dispatched);
+* the launch budget of one DSNet50 / DS2Net50 training step (one launch per statistic and per
+  aggregation forward, at most two per backward: 48 / 100 launches, 72 / 150 before issue 20)
+  and no host work per call but launching and allocating the outputs (a TorchDispatchMode
+  around each call: no copy, no pinned memory, no ``.item()``, no temporary);
+* inputs the kernels do not take (a strided slice, sources of two dtypes) give ATen's result
+  without launching a kernel.
 
 Outside the interpreter (this process): every kernel compiles to an H100 binary with triton's
-own compiler (no GPU needed), and aligned sources get vector loads; the CUDA kernels are
+own compiler (no GPU needed), unused source slots as compile-time None, and aligned sources get
+vector loads; the CUDA kernels are
 registered and the CPU keeps ATen; with triton hidden, mmdsnet imports and trains on the CPU as
 before. Without triton installed, everything here is skipped.
 """
@@ -194,17 +200,18 @@ def check_kernels(norm, dtype, layout, n, tiles, sources, full, size=(5, 7)):
                     _close(name, a, b, TOL[acc])
         means, rstds, own = _stats(kind, groups, ys, acc, gen)
         weights = [torch.randn(sources, c, 1, 1, generator=gen, dtype=acc)] + [None] * full
-        for weight in weights:
+        relus = (True, False) if full else (layout == 'nchw', )
+        for weight, relu in [(w, r) for w in weights for r in relus]:
             args = (ys, means, rstds, weight, own)
-            ref = _aten('aggregate')(x, *args)
-            got = ta.dense_aggregate(x, *args)
+            ref = _aten('aggregate')(x, *args, relu)
+            got = ta.dense_aggregate(x, *args, relu)
             _close('out', got, ref, TOL[dtype])
             assert got.stride() == ref.stride(), ('out layout', got.stride(), ref.stride())
             some = [i % 2 == 0 for i in range(sources)]
             for need_ys, need_w in ((([True] * sources, True), (some, False))
                                     + ((([False] * sources, True), ) if full else ())):
-                refs = _aten('backward')(grad, ref, *args, need_ys, need_w)
-                gots = ta.dense_aggregate_backward(grad, ref, *args, need_ys, need_w)
+                refs = _aten('backward')(grad, ref, *args, need_ys, need_w, relu)
+                gots = ta.dense_aggregate_backward(grad, ref, *args, need_ys, need_w, relu)
                 _close('dL/dx', gots[0], refs[0], TOL[dtype])
                 assert gots[0].stride() == refs[0].stride(), 'dL/dx layout'
                 for i, (a, b) in enumerate(zip(gots[1], refs[1])):
@@ -214,13 +221,22 @@ def check_kernels(norm, dtype, layout, n, tiles, sources, full, size=(5, 7)):
 
 
 def check_many_sources():
-    """35 sources (DSNet152's largest block), one launch per pass."""
-    check_kernels('GN-2ch', 'f32', 'nchw', 1, DEFAULT_TILES, 35, False, size=(3, 5))
+    """35 sources (DSNet152's largest block): runs of K = 8 sources, one launch per run and
+    pass, the later ones adding into the output (forward) or reading g back (backward)."""
+    ta = _ta()
+    with _launches() as launches:
+        check_kernels('GN-2ch', 'f32', 'nchw', 1, DEFAULT_TILES, 35, False, size=(3, 5))
+    runs = -(-35 // ta.K)
+    # per weight: forward runs; backward: reduce runs + apply runs, for two gradient requests
+    # (all: one apply run per reduce run; every other source: 35 runs of one source each)
+    assert launches.count('_aggregate_kernel') == runs, launches
+    assert launches.count('_backward_reduce_kernel') == 2 * runs, launches
 
 
 def check_partial_sums():
-    """The reduction kernels' partials, tile by tile, against torch: per (n, c, tile) mean and
-    M2 (statistics), ``sum g`` and ``sum g * y_hat`` (backward)."""
+    """The kernels' partials, tile by tile, against torch: per (n, c, tile) mean and M2 (the
+    statistics kernel, left in its workspace), ``sum g`` and ``sum g * y_hat`` (the backward's
+    reduce pass)."""
     import triton
 
     from mmdsnet.ops import norm_stats
@@ -235,10 +251,9 @@ def check_partial_sums():
     tiles = pad.reshape(n, c, p, block_hw)
     mean = tiles.nanmean(-1)
     m2 = ((tiles - mean[..., None]) ** 2).nansum(-1)
-    part = torch.empty(2, n, c, p, dtype=torch.float64)
-    ta._stats_partial_kernel[(p, triton.cdiv(c, block_c), n)](
-        y, part, n, c, hw, p, *ta._flat(y), ACC=ta._TL[torch.float64], BLOCK_C=block_c,
-        BLOCK_HW=block_hw)
+    with _tiles((block_c * block_hw, block_hw, block_c, 8)):
+        ta.norm_stats(y, 3, 1e-5, False)
+    part = ta._workspace(y.device, torch.float64, 0)[:2 * n * c * p].reshape(2, n, c, p)
     _close('tile means', part[0], mean, 1e-12)
     _close('tile M2', part[1], m2, 1e-12)
 
@@ -255,15 +270,41 @@ def check_partial_sums():
         return z.reshape(n, c, p, block_hw).sum(-1)
     part = torch.empty(2, n, c, p, dtype=torch.float64)
     dx = torch.empty_like(grad)
-    table = ta._table([[y.data_ptr(), mu.data_ptr(), rstd.data_ptr(), 3, 2]], y.device)
     strides = ta._flat(y)
     ta._backward_reduce_kernel[(p, triton.cdiv(c, block_c), n)](
-        grad, out, dx, table, part, 1, n, c, hw, p, *strides, *strides, *strides, *strides,
-        SUM_G=True, ALIGNED=False, Y_T=ta._TL[torch.float64], ACC=ta._TL[torch.float64],
-        BLOCK_C=block_c, BLOCK_HW=block_hw)
+        grad, out, dx, part, *[y] * ta.K, *[mu] * ta.K, *[rstd] * ta.K, n, c, hw, p, 1, 3, 2,
+        *strides, *strides, *strides, *strides, NUM=1, SUM_G=True, G_FROM_DX=False, RELU=True,
+        ACC=ta._TL[torch.float64], BLOCK_C=block_c, BLOCK_HW=block_hw)
     _close('dL/dx', dx, g, 0)
     _close('tile sums of g', part[0], tile_sums(g), 1e-12)
     _close('tile sums of g * y_hat', part[1], tile_sums(g * y_hat), 1e-12)
+
+
+KERNELS = ('_stats_kernel', '_aggregate_kernel', '_backward_reduce_kernel',
+           '_backward_apply_kernel')
+
+
+@contextlib.contextmanager
+def _launches():
+    """Every kernel launch of the module, by kernel name, in order (the kernels still run)."""
+    ta = _ta()
+    saved = {k: getattr(ta, k) for k in KERNELS}
+    launches = []
+
+    class Counted:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            launches.append(self.name)
+            return self.kernel[grid]
+    for k, v in saved.items():
+        setattr(ta, k, Counted(k, v))
+    try:
+        yield launches
+    finally:
+        for k, v in saved.items():
+            setattr(ta, k, v)
 
 
 CALLS = []  # the operator names the CPU-registered kernels ran, in the child
@@ -292,12 +333,13 @@ def _kernels_on_cpu():
 
 @contextlib.contextmanager
 def _aten_on_cpu():
-    """The operators on CPU tensors run their ATen implementation."""
-    ta = _ta()
-    with contextlib.ExitStack() as stack:
-        for name in ('stats', 'aggregate', 'backward'):
-            stack.enter_context(getattr(ta, f'_{name}_op').set_kernel_enabled('cpu', False))
+    """The operators on CPU tensors run their ATen implementation (the public switch); no
+    kernel may run meanwhile."""
+    from mmdsnet.ops import use_implementation
+    CALLS.clear()
+    with use_implementation(kernels='aten'), _launches() as launches:
         yield
+    assert not CALLS and not launches, (CALLS, launches)
 
 
 def check_opcheck():
@@ -409,15 +451,12 @@ def check_model_bf16_autocast():
 def check_fallbacks():
     """Inputs the kernels do not take give ATen's result, and no kernel runs."""
     ta = _ta()
-    kernels = ('_stats_partial_kernel', '_aggregate_kernel', '_backward_reduce_kernel',
-               '_backward_apply_kernel')
-    saved = {k: getattr(ta, k) for k in kernels}
-    capturing = ta._capturing
+    saved = {k: getattr(ta, k) for k in KERNELS}
 
     class Refuse:
         def __getitem__(self, grid):
             raise AssertionError('a kernel was launched')
-    for k in kernels:
+    for k in KERNELS:
         setattr(ta, k, Refuse())
     try:
         y = torch.randn(2, 4, 10, 7, dtype=torch.float64)[:, :, ::2]  # H stride 14, W stride 1
@@ -428,25 +467,154 @@ def check_fallbacks():
         stats = ([mean, mean], [rstd, rstd], None, [1, 1])
         _close('strided source', ta.dense_aggregate(x, [y, y], *stats),
                _aten('aggregate')(x, [y, y], *stats), 0)
-        mixed = [x.float(), x.bfloat16()]  # two dtypes: one pointer table cannot hold them
+        mixed = [x.float(), x.bfloat16()]  # two dtypes: one set of slots cannot hold them
         stats = ([mean.float()] * 2, [rstd.float()] * 2, None, [1, 1])
         _close('mixed dtypes', ta.dense_aggregate(x.float(), mixed, *stats),
                _aten('aggregate')(x.float(), mixed, *stats), 0)
-        # while a CUDA graph is captured (simulated: the check that CUDA tensors would get)
-        ta._capturing = lambda t: True
-        ys = [x, x.clone()]
-        mean, rstd = ta.norm_stats(x, 2, 1e-5, False)
-        _close('capture: mean', mean, _aten('stats')(x, 2, 1e-5, False)[0], 0)
-        stats = ([mean, mean], [rstd, rstd], None, [1, 1])
-        out = ta.dense_aggregate(x, ys, *stats)
-        _close('capture: output', out, _aten('aggregate')(x, ys, *stats), 0)
-        _close('capture: dL/dx', ta.dense_aggregate_backward(x, out, ys, *stats, [True] * 2,
-                                                             False)[0],
-               _aten('backward')(x, out, ys, *stats, [True] * 2, False)[0], 0)
     finally:
         for k, v in saved.items():
             setattr(ta, k, v)
-        ta._capturing = capturing
+
+
+def _dsnet50_step(cls):
+    """One training step of a narrow DSNet50 / DS2Net50 (base 8 channels, 64 x 64, batch 1:
+    the interpreter is slow; the launches do not depend on the sizes), GN shortcuts."""
+    torch.manual_seed(0)
+    model = cls(depth=50, base_channels=8).train()
+    x = torch.randn(1, 3, 64, 64)
+    return lambda: _train_step(model, x)
+
+
+def check_launch_budget():
+    """One training step of DSNet50 and of DS2Net50 on the kernels: one launch per statistic
+    (norm_stats), one per aggregation forward, at most two per aggregation backward (<= K
+    sources per aggregation here). Before issue 20 the DSNet50 step made 72 (two per statistic,
+    three per backward)."""
+    from mmdsnet.models import DS2Net, DSNet
+    totals = {}
+    # (aggregations = statistics: DSNet50 12 (stages of 3/4/6/3 blocks), DS2Net50 25 (plus 13
+    # one-source inner shortcuts at stride-1 3x3 convs); launches 4 per aggregation)
+    for cls, count, expected in ((DSNet, 12, 48), (DS2Net, 25, 100)):
+        step = _dsnet50_step(cls)
+        with _kernels_on_cpu() as calls, _launches() as launches:
+            step()
+        ops = {k: calls.count(k) for k in ('stats', 'aggregate', 'backward')}
+        got = {k: launches.count(k) for k in KERNELS}
+        assert got['_stats_kernel'] == ops['stats'], (ops, got)
+        assert got['_aggregate_kernel'] == ops['aggregate'], (ops, got)
+        bwd = got['_backward_reduce_kernel'] + got['_backward_apply_kernel']
+        assert ops['backward'] == ops['aggregate'] and bwd <= 2 * ops['backward'], (ops, got)
+        totals[cls.__name__] = dict(ops=ops, launches=got, total=len(launches))
+        assert ops == dict(stats=count, aggregate=count, backward=count), ops
+        assert len(launches) == expected, (len(launches), got)
+    return totals
+
+
+def check_no_host_work():
+    """Per call, the kernels' functions do nothing on the host but launch: no ATen operator
+    other than allocating their outputs (and views), so no pointer table, no pinned memory, no
+    copy, no synchronization (``.item()``), no temporary (partials live in a workspace allocated
+    once). Recorded with a TorchDispatchMode around each call of a registered kernel function
+    (the launches themselves, run by the interpreter, are left out), on the second training
+    step of DSNet50 and DS2Net50 (the first one allocates the workspaces)."""
+    from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+
+    from mmdsnet.models import DS2Net, DSNet
+    ta = _ta()
+    allowed = {'aten.empty_like.default', 'aten.empty.memory_format', 'aten.new_empty.default',
+               'aten.view.default', 'aten._unsafe_view.default', 'aten.alias.default'}
+    allocating = {'aten.empty_like.default', 'aten.empty.memory_format',
+                  'aten.new_empty.default'}
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+    seen = []
+    saved = {k: getattr(ta, k) for k in KERNELS}
+    fns = {name: getattr(ta, name) for name in ('norm_stats', 'dense_aggregate',
+                                                'dense_aggregate_backward')}
+
+    class Unrecorded:  # the launch itself runs outside the mode (the interpreter copies)
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                with _disable_current_modes():
+                    return self.kernel[grid](*args, **kwargs)
+            return launch
+
+    def recorded(fn):
+        def call(*args):
+            with Record() as rec:
+                result = fn(*args)
+            outputs = [t for t in (result if isinstance(result, tuple) else (result, ))]
+            outputs = [u for t in outputs for u in (t if isinstance(t, list) else [t])]
+            seen.append((fn.__name__, rec.ops, len(outputs)))
+            return result
+        return call
+    for k in KERNELS:
+        setattr(ta, k, Unrecorded(saved[k]))
+    try:
+        for cls in (DSNet, DS2Net):
+            step = _dsnet50_step(cls)
+            step()  # the workspaces and counters are allocated once, here
+            for name, fn in fns.items():
+                ta.register_device_kernel(getattr(ta, {'norm_stats': '_stats_op',
+                                                       'dense_aggregate': '_aggregate_op',
+                                                       'dense_aggregate_backward':
+                                                       '_backward_op'}[name]), 'cpu',
+                                          recorded(fn))
+            seen.clear()
+            try:
+                step()
+            finally:
+                _register_on_cpu()
+            assert len(seen) > 30, len(seen)
+            for name, ops, outputs in seen:
+                assert set(ops) <= allowed, (name, sorted(set(ops) - allowed))
+                assert sum(op in allocating for op in ops) <= outputs, (name, ops, outputs)
+    finally:
+        for k, v in saved.items():
+            setattr(ta, k, v)
+
+
+def check_switch():
+    """``use_implementation``: kernels='aten' runs no kernel, whether the models call the
+    kernels directly (eager) or through the dispatcher; calls='dispatcher' runs the operators
+    (their registered kernel, here the Triton functions) and gives the eager result."""
+    from mmdsnet.models import DSNet
+    from mmdsnet.ops import use_implementation
+    torch.manual_seed(0)
+    model = DSNet(depth=26, base_channels=8, stem='cifar', out_indices=(2, )).double().train()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with _kernels_on_cpu() as calls:
+        eager = _train_step(copy.deepcopy(model), x)
+        assert {'stats', 'aggregate', 'backward'} <= set(calls)
+    for mode in ('eager', 'dispatcher'):
+        with _aten_on_cpu(), use_implementation(kernels='aten', calls=mode):
+            aten = _train_step(copy.deepcopy(model), x)  # (_aten_on_cpu: no kernel ran)
+        for k in eager:
+            _close(k, aten[k], eager[k], 1e-9)
+    ops = sys.modules['mmdsnet.ops.dense_aggregate']
+    y = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    stats = ops.norm_stats(y.detach(), 2, 1e-5, False)
+
+    def node():
+        return type(ops.aggregate(y, [y], [stats[0]], [stats[1]], None, [1]).grad_fn).__name__
+    assert node() == '_AggregateBackward', node()  # the eager call
+    with use_implementation(calls='dispatcher'):
+        assert node() != '_AggregateBackward', node()  # the operator's autograd
+    with _kernels_on_cpu() as calls, use_implementation(calls='dispatcher'):
+        got = _train_step(copy.deepcopy(model), x)
+    assert {'stats', 'aggregate', 'backward'} <= set(calls)
+    for k in eager:
+        _close(k, got[k], eager[k], 0)
 
 
 OTHER_CASES = {
@@ -457,6 +625,9 @@ OTHER_CASES = {
     'model-float64': check_model_float64,
     'model-bf16-autocast': check_model_bf16_autocast,
     'fallbacks': check_fallbacks,
+    'launch-budget': check_launch_budget,
+    'no-host-work': check_no_host_work,
+    'switch': check_switch,
 }
 
 
@@ -474,8 +645,8 @@ def _run_all(path, only=()):
             continue
         t0 = time.time()
         try:
-            fn()
-            results[name] = dict(ok=True)
+            info = fn()
+            results[name] = dict(ok=True, info=info)
         except Exception:  # noqa: BLE001  (reported by the test of that case)
             results[name] = dict(ok=False, error=traceback.format_exc()[-4000:])
         results[name]['seconds'] = round(time.time() - t0, 2)
@@ -551,38 +722,42 @@ def test_cpu_install_without_triton_is_untouched():
 
 
 def _compile_cases():
-    """Every kernel with every constexpr combination, for float32, bf16 and float64 maps."""
+    """Every kernel with every constexpr combination (source counts 1 and K), for float32, bf16
+    and float64 maps."""
     import triton.language as tl
 
     from mmdsnet.ops import triton_aggregate as ta
     ptr = {tl.float32: '*fp32', tl.float64: '*fp64', tl.bfloat16: '*bf16'}
     for yt, acc in ((tl.float32, tl.float32), (tl.bfloat16, tl.float32), (tl.float64, tl.float64)):
         y, a = ptr[yt], ptr[acc]
-        maps = dict(grad_ptr=y, out_ptr=y, dx_ptr=y, x_ptr=y, y_ptr=y)
-        yield ta._stats_partial_kernel, dict(y_ptr=y, part_ptr=a), dict(
-            ACC=acc, BLOCK_C=4, BLOCK_HW=512)
-        yield ta._stats_combine_kernel, dict(part_ptr=a, mean_ptr=a, rstd_ptr=a, eps='fp32'), \
-            dict(ACC=acc, BLOCK_HW=512, BLOCK_R=256)
-        for has_w in (True, False):
-            yield ta._backward_terms_kernel, dict(part_ptr=a, w_ptr=a, table_ptr='*i64',
-                                                  terms_ptr=a), dict(HAS_W=has_w, ACC=acc,
-                                                                     BLOCK_R=256)
-            for aligned in (True, False):
-                yield ta._aggregate_kernel, dict(maps, table_ptr='*i64', w_ptr=a), dict(
-                    HAS_W=has_w, ALIGNED=aligned, Y_T=yt, ACC=acc, BLOCK_C=64, BLOCK_HW=32)
-                yield ta._backward_apply_kernel, dict(maps, table_ptr='*i64', terms_ptr=a,
-                                                      w_ptr=a), dict(
-                    HAS_W=has_w, G_FROM_DX=aligned, ALIGNED=aligned, Y_T=yt, ACC=acc,
+        slots = {f'{k}{i}': t for k, t in (('y', y), ('m', a), ('r', a), ('z', y))
+                 for i in range(ta.K)}
+        maps = dict(slots, grad_ptr=y, out_ptr=y, dx_ptr=y, x_ptr=y, part_ptr=a, w_ptr=a,
+                    dw_ptr=a, mean_ptr=a, rstd_ptr=a, count_ptr='*i32', eps='fp32')
+        for over_batch in (True, False):
+            yield ta._stats_kernel, dict(maps, y_ptr=y), dict(
+                OVER_BATCH=over_batch, ACC=acc, BLOCK_C=4, BLOCK_HW=512, BLOCK_R=256)
+        for num in (1, ta.K):
+            # the launcher passes unused slots as None, i.e. compile-time constants
+            unused = {f'{k}{i}': None for k in 'ymr' for i in range(num, ta.K)}
+            for flag in (True, False):
+                yield ta._aggregate_kernel, maps, dict(
+                    unused, NUM=num, HAS_W=flag, RELU=not flag, ACC=acc, BLOCK_C=64,
+                    BLOCK_HW=32)
+                yield ta._backward_reduce_kernel, maps, dict(
+                    unused, NUM=num, SUM_G=flag, G_FROM_DX=not flag, RELU=flag, ACC=acc,
                     BLOCK_C=4, BLOCK_HW=512)
-        for sum_g in (True, False):
-            yield ta._backward_reduce_kernel, dict(maps, table_ptr='*i64', part_ptr=a), dict(
-                SUM_G=sum_g, ALIGNED=sum_g, Y_T=yt, ACC=acc, BLOCK_C=4, BLOCK_HW=512)
+                for own in (True, False):
+                    yield ta._backward_apply_kernel, maps, dict(
+                        unused, **{f'z{i}': None for i in range(num, ta.K)}, NUM=num, OWN=own,
+                        NEED_Y=flag or own, NEED_W=not flag, HAS_W=own, G_FROM_DX=flag,
+                        RELU=own, ACC=acc, BLOCK_C=4, BLOCK_HW=512, BLOCK_R=512)
 
 
 def test_kernels_compile_for_a_gpu():
     """The interpreter runs Python semantics; the real compiler is stricter (types of
-    loop-carried values, pointer casts, masks). Every kernel compiles, here on the CPU, to an
-    H100 (sm_90) binary with the compiler and ptxas that come with triton."""
+    loop-carried values, pointer casts, masks, atomics). Every kernel compiles, here on the CPU,
+    to an H100 (sm_90) binary with the compiler and ptxas that come with triton."""
     import triton
     from triton.backends.compiler import GPUTarget
     target = GPUTarget('cuda', 90, 32)
@@ -594,13 +769,14 @@ def test_kernels_compile_for_a_gpu():
         compiled = triton.compile(src, target=target)
         assert compiled.asm.get('cubin'), kernel.__name__
         count += 1
-    assert count == 42
+    assert count == 3 * (2 + 2 * 2 * (1 + 1 + 2))
 
 
 def test_aligned_sources_get_vector_loads():
-    """A source pointer read from the table carries no alignment; with ``ALIGNED`` (every source
-    on 16 bytes) the forward kernel's loads of the sources become 16-byte vector loads (NCHW
-    float32, strides and sizes multiples of 16, as the JIT specializes them on a GPU)."""
+    """The sources are pointer arguments, so Triton's launcher specializes them on 16-byte
+    alignment like any tensor argument: with the alignment (what the JIT sees for tensors from
+    the caching allocator), the forward kernel's loads of the sources become 16-byte vector
+    loads (NCHW float32, strides and sizes multiples of 16)."""
     import triton
     import triton.language as tl
     from triton.backends.compiler import GPUTarget
@@ -610,12 +786,13 @@ def test_aligned_sources_get_vector_loads():
     names = kernel.arg_names
     vector_loads = {}
     for aligned in (False, True):
-        constexprs = dict(sxh=1, syh=1, soh=1, HAS_W=True, ALIGNED=aligned, Y_T=tl.float32,
-                          ACC=tl.float32, BLOCK_C=4, BLOCK_HW=512)
-        types = dict(x_ptr='*fp32', out_ptr='*fp32', table_ptr='*i64', w_ptr='*fp32')
+        constexprs = dict({f'{k}{i}': None for k in 'ymr' for i in range(3, ta.K)}, sxh=1,
+                          syh=1, soh=1, NUM=3, HAS_W=True, RELU=True, ACC=tl.float32,
+                          BLOCK_C=4, BLOCK_HW=512)
+        types = {n: '*fp32' for n in names if n.endswith('_ptr') or n[0] in 'ymr'}
         signature = {n: 'constexpr' if n in constexprs else types.get(n, 'i32') for n in names}
-        divisible = ('x_ptr', 'out_ptr', 'w_ptr', 'table_ptr', 'C', 'HW', 'sxn', 'sxc', 'syn',
-                     'syc', 'son', 'soc')
+        divisible = ['x_ptr', 'out_ptr', 'w_ptr', 'm0', 'r0', 'C', 'HW', 'sxn', 'sxc', 'syn',
+                     'syc', 'son', 'soc'] + [f'y{i}' for i in range(3) if aligned]
         attrs = {(names.index(n), ): [['tt.divisibility', 16]] for n in divisible}
         src = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs,
                                         attrs=attrs)

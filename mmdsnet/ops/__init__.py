@@ -4,12 +4,14 @@
 registered when this package is imported. They have one implementation of stock ATen operators for
 every device; a device-specific kernel is registered beside it with the operator's
 ``register_kernel(device_type)``: the Triton kernels of :mod:`mmdsnet.ops.triton_aggregate` for
-CUDA tensors, wherever triton imports. mmengine's FLOP counter (what mmdet's and
-mmpretrain's ``get_flops.py`` use) learns their cost here, counted as it counts the reference form.
+CUDA tensors, wherever triton imports. :func:`use_implementation` is the one switch between
+those kernels and the ATen implementation, and between the eager calls and the dispatcher.
+mmengine's FLOP counter (what mmdet's and mmpretrain's ``get_flops.py`` use) learns their cost
+here, counted as it counts the reference form.
 """
 from .dense_aggregate import (aggregate, dense_aggregate, dense_aggregate_backward,
                               export_decompositions, kernel_for, norm_stats, statistics,
-                              stats_dtype)
+                              stats_dtype, use_implementation)
 from .flops import register_flop_handles
 
 register_flop_handles()
@@ -21,4 +23,4 @@ else:
     register_cuda_kernels()
 
 __all__ = ['aggregate', 'dense_aggregate', 'dense_aggregate_backward', 'export_decompositions',
-           'kernel_for', 'norm_stats', 'statistics', 'stats_dtype']
+           'kernel_for', 'norm_stats', 'statistics', 'stats_dtype', 'use_implementation']

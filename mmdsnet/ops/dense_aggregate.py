@@ -34,6 +34,8 @@ The modules that use them are :class:`mmdsnet.models.layers.DenseAggregation` (a
 arithmetic of the models goes through it) and the tests' oracle
 :func:`mmdsnet.models.layers.aggregate_reference`.
 """
+import contextlib
+import functools
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -41,8 +43,8 @@ from torch import Tensor
 
 __all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'source_backward',
            'aggregate', 'statistics', 'kernel_for', 'register_device_kernel', 'stats_dtype',
-           'export_decompositions', 'norm_stats_aten', 'dense_aggregate_aten',
-           'dense_aggregate_backward_aten']
+           'use_implementation', 'export_decompositions', 'norm_stats_aten',
+           'dense_aggregate_aten', 'dense_aggregate_backward_aten']
 
 
 def stats_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -283,16 +285,46 @@ dense_aggregate.register_autograd(_backward, setup_context=_setup_context)
 # flattening, alias checks and a Python autograd wrapper, about 0.3 ms of CPU per aggregation
 # forward + backward. On a GPU at ImageNet batch sizes that CPU time, not the kernels, set the
 # step time (docs/performance.md, "GPU"). In plain eager mode the models therefore call the very
-# kernel the dispatcher would pick (the device's registered kernel unless disabled, else the ATen
+# kernel the dispatcher would pick (the device's registered kernel, else the ATen
 # implementation) through one small autograd.Function; whenever anything records or transforms
 # the call (torch.jit.trace, torch.compile / export, a dispatch or function mode such as the FLOP
 # counter or fake tensors, a tensor subclass), the operator itself runs.
 _ATEN = {norm_stats: norm_stats_aten, dense_aggregate: dense_aggregate_aten,
          dense_aggregate_backward: dense_aggregate_backward_aten}
+_KERNELS = ('device', 'aten')
+_CALLS = ('eager', 'dispatcher')
+_MODE = {'kernels': 'device', 'calls': 'eager'}  # set by use_implementation only
+
+
+@contextlib.contextmanager
+def use_implementation(kernels: str = 'device', calls: str = 'eager'):
+    """The one switch of the operators' implementation (A/B measurements, tests), as a context
+    manager; the defaults are what runs without it.
+
+    Args:
+        kernels (str): ``'device'``: each device's registered kernel (the Triton kernels on
+            CUDA, where triton imports; the ATen implementation where none is registered);
+            ``'aten'``: the operators' ATen implementation on every device.
+        calls (str): ``'eager'``: in plain eager mode the models call the kernel directly
+            (see above); ``'dispatcher'``: always through the operators, as anything that records
+            the call does.
+
+    Not thread-local: it holds for every thread while it is active.
+    """
+    if kernels not in _KERNELS or calls not in _CALLS:
+        raise ValueError(f'use_implementation: kernels must be one of {_KERNELS} and calls one '
+                         f'of {_CALLS}, got {kernels!r}, {calls!r}')
+    old = dict(_MODE)
+    _MODE.update(kernels=kernels, calls=calls)
+    try:
+        yield
+    finally:
+        _MODE.update(old)
 
 
 def _plain_eager(t: Tensor) -> bool:
-    return (type(t) in (Tensor, torch.nn.Parameter) and not torch.jit.is_tracing()
+    return (_MODE['calls'] == 'eager' and type(t) in (Tensor, torch.nn.Parameter)
+            and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling()
             and not torch._C._len_torch_dispatch_stack()
             and not torch._C._is_torch_function_mode_enabled()
@@ -304,18 +336,23 @@ _DEVICE_KERNELS = {}  # (operator, device type) -> kernel (register_device_kerne
 
 def register_device_kernel(op, device_type: str, fn) -> None:
     """Register ``fn`` as ``op``'s kernel for ``device_type`` (``op.register_kernel``), and
-    remember it for the eager calls."""
-    op.register_kernel(device_type)(fn)
+    remember it for the eager calls. The dispatcher's kernel follows
+    :func:`use_implementation` (``kernels='aten'``: the ATen implementation)."""
+    aten = _ATEN[op]
+
+    @functools.wraps(fn)
+    def kernel(*args, **kwargs):
+        return (aten if _MODE['kernels'] == 'aten' else fn)(*args, **kwargs)
+    op.register_kernel(device_type)(kernel)
     _DEVICE_KERNELS[op, device_type] = fn
 
 
 def kernel_for(op, t: Tensor):
     """The implementation that ``op`` dispatches to for ``t``'s device: its registered kernel
-    for that device (e.g. Triton on CUDA) unless disabled with ``op.set_kernel_enabled``, else
-    its ATen implementation."""
-    device = t.device.type
-    fn = _DEVICE_KERNELS.get((op, device))
-    if fn is None or device in op._disabled_kernel:  # (set_kernel_enabled's record)
+    for that device (e.g. Triton on CUDA), or its ATen implementation where none is registered
+    or under ``use_implementation(kernels='aten')``."""
+    fn = _DEVICE_KERNELS.get((op, t.device.type))
+    if fn is None or _MODE['kernels'] == 'aten':
         return _ATEN[op]
     return fn
 

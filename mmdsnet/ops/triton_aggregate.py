@@ -7,8 +7,7 @@ same single nodes as before. Each function runs the kernels where it can and han
 to the ATen implementation (:func:`_aten`): an input dtype other than fp16 / bf16 / fp32 / fp64,
 sources of different dtypes or strides, spatial dimensions that do not collapse to one stride (a
 strided slice), statistics whose shape is not ``(N or 1, G)`` with ``G`` dividing ``C``, no
-source, an empty tensor, a CUDA graph being captured (the pointer table is made per call), or
-arguments that do not match (ATen then raises its error).
+source, an empty tensor, or arguments that do not match (ATen then raises its error).
 
 Notation (paper Eq. 12 with ``N`` written out): ``y_hat_i = (y_i - mean_i) * rstd_i``, the
 statistics broadcast over the ``C / G`` channels of each group and, with one row, over the batch;
@@ -23,41 +22,44 @@ statistics broadcast over the ``C / G`` channels of each group and, with one row
 the expectations ``E`` over the elements each statistic was computed from (one group of one
 sample for GN / LN / IN, one channel over the batch for BatchNorm's batch statistics).
 
-Passes over the feature maps (each a grid of ``(BLOCK_C, BLOCK_HW)`` tiles of one sample):
+Launches (each a grid of ``(BLOCK_C, BLOCK_HW)`` tiles of one sample), for up to ``K`` sources:
 
-* ``norm_stats``: one reduction pass over ``y`` (:func:`_stats_partial_kernel`: mean and
-  ``M2 = sum (y - mean)^2`` of every tile row) and a small combine over those partials
-  (:func:`_stats_combine_kernel`, Chan's parallel formula, so no ``E[y^2] - E[y]^2``
-  cancellation);
-* ``dense_aggregate``: one pass (:func:`_aggregate_kernel`): reads ``x`` and every ``y_i`` once,
+* ``norm_stats``: ONE launch (:func:`_stats_kernel`): every program stores the mean and ``M2 =
+  sum (y - mean)^2`` of its tile rows, then counts itself in (an atomic counter per sample, or
+  per channel block for BatchNorm); the last program of a sample (channel block) merges that
+  sample's (block's) partials with Chan's parallel formula (no ``E[y^2] - E[y]^2`` cancellation)
+  and stores ``mean`` and ``rstd``, then resets the counter to zero for the next launch;
+* ``dense_aggregate``: ONE launch (:func:`_aggregate_kernel`): reads ``x`` and every ``y_i`` once,
   normalizes each on the fly from its statistics, adds, applies the ReLU, writes ``out``;
-* ``dense_aggregate_backward``: two passes over ``g`` and the ``y_i``, the minimum when the
-  statistics are the sources' own (the group sums must be complete before any ``dL/dy_i``):
+* ``dense_aggregate_backward``: at most TWO launches, the minimum when the statistics are the
+  sources' own (the group sums must be complete before any ``dL/dy_i``):
   :func:`_backward_reduce_kernel` reads ``grad``, ``out`` and the ``y_i``, writes ``dL/dx = g``
-  and per tile row ``sum g`` and ``sum g * y_hat_i``; :func:`_backward_terms_kernel` turns those
-  partials into ``E[w_i g]`` and ``E[w_i g y_hat_i]`` per statistic (small); and
-  :func:`_backward_apply_kernel` reads ``g`` and the ``y_i`` again and writes every ``dL/dy_i``.
-  ``dL/dW`` is the sum of the ``sum g * y_hat_i`` partials (one ATen ``sum``). With fixed
-  statistics only and no ``dL/dW`` (BatchNorm in evaluation, no normalization) the reduce pass
-  is skipped: one pass. No normalized source and no per-edge temporary other than the ``dL/dy_i``
-  that autograd itself accumulates.
+  and per tile row ``sum g`` and ``sum g * y_hat_i``; :func:`_backward_apply_kernel` reads ``g``
+  and the ``y_i`` again, reduces the partials of its own statistics to ``E[w_i g]`` and ``E[w_i
+  g y_hat_i]`` (a few hundred numbers per tile, from L2) and writes every ``dL/dy_i``; its
+  first tile row of each channel block also sums ``dL/dW``. With fixed statistics only and no
+  ``dL/dW`` (BatchNorm in evaluation, no normalization) the reduce pass is skipped: one launch.
 
-Any number of sources (up to 35 in a DSNet152 block) is handled in one launch per pass through
-a pointer table: an int64 tensor with one row per source (its data pointer, its statistics'
-pointers, their layout), which the kernels read at run time in a loop over the sources. One
-compiled kernel serves every source count, and every pass reads ``x`` / ``g`` once whatever the
-count, where fixed-size chunks of sources would read and write the running sum once per chunk
-(or compile one kernel per count). The price: all sources of one call share one dtype and one
-set of strides (true in the models; otherwise ATen runs), and the table is copied to the device
-per call (a few hundred bytes, from pinned memory, without synchronizing).
+Nothing but launches per call on the host: the sources are kernel arguments (flat pointer
+arguments ``y0 .. y7``, ``m0 .. m7``, ``r0 .. r7``, ``z0 .. z7`` with a ``tl.constexpr`` count
+``NUM``: one compiled variant per count; unused slots are None, which Triton makes compile-time
+constants, so they cost the launcher nothing), so there is no
+pointer table, no pinned memory and no host-to-device copy, and the calls can be captured in a
+CUDA graph. More than ``K`` sources (DSNet101 / 152), or sources whose statistics differ in
+layout (rows, groups) or kind (own / fixed), are split into runs of at most ``K`` alike sources,
+one launch per run: the forward adds each run into ``out`` in turn (a bf16 / fp16 ``out`` then
+rounds between runs), the backward's later runs read ``g`` back from ``dL/dx``. The partial sums
+live in a workspace per device, stream and dtype (:func:`_workspace`) that grows to the largest
+call and is then reused: no allocation per call but the outputs. Retired (outgrown) workspaces
+are kept alive, since a captured CUDA graph may still point into them.
 
 Arithmetic is in float32 whatever the input dtype (float64 for float64 input); every block load
-and store (feature maps, statistics, weights, partials) is masked, and the scalar ones (table
-rows, one statistic per combine program) are in range by construction, so any ``H``, ``W``,
-``C``, ``N >= 1`` and group size work; NCHW, channels_last and any layout whose spatial
-dimensions collapse to one stride are read through their strides, and the tile shape follows
-the contiguous dimension. The sums are in a fixed order (no atomics): results are
-deterministic.
+and store is masked, so any ``H``, ``W``, ``C``, ``N >= 1`` and group size work; NCHW,
+channels_last and any layout whose spatial dimensions collapse to one stride are read through
+their strides, and the tile shape follows the contiguous dimension. The sums are in a fixed order
+(the atomic counters only elect which program merges, never the order of a sum): results are
+deterministic. Triton's launcher specializes the pointer arguments on 16-byte alignment, so
+aligned sources get vector loads.
 
 The kernels also run on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1`` set before
 triton is imported): that is how tests/test_triton_kernels.py checks them without a GPU.
@@ -77,14 +79,17 @@ from .dense_aggregate import dense_aggregate_backward as _backward_op
 from .dense_aggregate import norm_stats as _stats_op
 from .dense_aggregate import register_device_kernel, stats_dtype
 
-__all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'register_cuda_kernels']
+__all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'register_cuda_kernels',
+           'K']
 
+#: Sources per launch (flat pointer arguments per source kind); more are split into runs.
+K = 8
 #: Elements per tile (a power of two); the tile's long side follows the contiguous dimension.
 MAX_TILE = 2048
 #: Longest spatial side of a tile (NCHW) and widest channel side (channels_last).
 MAX_BLOCK_HW = 512
 MAX_BLOCK_C = 64
-#: Partials reduced per step by the combine kernels.
+#: Partials reduced per step (per statistic) by the merging loops.
 BLOCK_R = 256
 
 _TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
@@ -92,9 +97,9 @@ _TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl
 
 
 # ---------------------------------------------------------------------------------- kernels
-# Counts (sources, samples, tiles, groups) are not specialized on: one compiled kernel for every
-# value, where Triton would otherwise compile another one for the value 1 (one source: DS2's
-# inner shortcut, the first dense block) and for multiples of 16.
+# Counts (samples, tiles, groups, first rows) are not specialized on: one compiled kernel for
+# every value, where Triton would otherwise compile another one for the value 1 and for
+# multiples of 16.
 @triton.jit
 def _tile(C, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """This program's tile of the feature maps (grid ``(tiles of HW, tiles of C, N)``): tile index
@@ -107,11 +112,74 @@ def _tile(C, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     return p, n, c, hw, cm, cm[:, None] & (hw < HW)[None, :]
 
 
-@triton.jit(do_not_specialize=['N', 'P'])
-def _stats_partial_kernel(y_ptr, part_ptr, N, C, HW, P, syn, syc, syh,
-                          ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-    """Tile ``p`` of sample ``n``: per channel ``c``, over the tile's valid positions ``hw``,
-    ``mean = sum y / count`` and ``M2 = sum (y - mean)^2``, stored at ``part[0 | 1, n, c, p]``."""
+@triton.jit
+def _pick(i: tl.constexpr, a0, a1, a2, a3, a4, a5, a6, a7):
+    """Argument ``i`` of the flat slots ``a0 .. a7`` (``i`` is a compile-time constant: no
+    branch is left in the compiled kernel)."""
+    r = a0
+    if i == 1:
+        r = a1
+    if i == 2:
+        r = a2
+    if i == 3:
+        r = a3
+    if i == 4:
+        r = a4
+    if i == 5:
+        r = a5
+    if i == 6:
+        r = a6
+    if i == 7:
+        r = a7
+    return r
+
+
+@triton.jit
+def _merge_partials(part_ptr, mean_ptr, rstd_ptr, grp, valid, dst, n0, rows, cpg, N, C, HW, P,
+                    eps, ACC: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr):
+    """For each slot (statistic) ``grp`` of ``valid``: merge the tile partials (``part[0 | 1, n, c,
+    p]``: mean and ``M2`` over a tile row) of samples ``n0 .. n0 + rows - 1`` and channels ``grp *
+    cpg .. + cpg - 1`` with Chan's formula (count ``k``, mean ``u``: ``u = (k_a u_a + k_b u_b) /
+    k``, ``M2 = M2_a + M2_b + (u_b - u_a)^2 k_a k_b / k``); store ``mean = u`` and ``rstd = 1 /
+    sqrt(M2 / k + eps)`` at ``dst``."""
+    count = tl.zeros(grp.shape, dtype=ACC)
+    mean = tl.zeros(grp.shape, dtype=ACC)
+    m2 = tl.zeros(grp.shape, dtype=ACC)
+    R = rows * cpg * P
+    for r0 in range(0, R, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        m = valid[:, None] & (r < R)[None, :]
+        rest = r % (cpg * P)
+        p = rest % P
+        idx = (((n0 + r // (cpg * P))[None, :] * C + grp[:, None] * cpg + (rest // P)[None, :])
+               * P + p[None, :])
+        u = tl.load(part_ptr + idx, mask=m, other=0., cache_modifier='.cg')
+        v = tl.load(part_ptr + N * C * P + idx, mask=m, other=0., cache_modifier='.cg')
+        k = tl.where(m, tl.minimum(HW - p * BLOCK_HW, BLOCK_HW)[None, :], 0).to(ACC)
+        k_b = tl.sum(k, 1)
+        u_b = tl.sum(k * u, 1) / tl.maximum(k_b, 1.)
+        d = tl.where(m, u - u_b[:, None], 0.)
+        m2_b = tl.sum(v + k * d * d, 1)
+        total = count + k_b
+        frac = k_b / tl.maximum(total, 1.)
+        delta = u_b - mean
+        mean += delta * frac
+        m2 += m2_b + delta * delta * count * frac
+        count = total
+    tl.store(mean_ptr + dst, mean, mask=valid)
+    tl.store(rstd_ptr + dst, 1. / tl.sqrt(m2 / tl.maximum(count, 1.) + eps), mask=valid)
+
+
+@triton.jit(do_not_specialize=['N', 'P', 'G'])
+def _stats_kernel(y_ptr, part_ptr, count_ptr, mean_ptr, rstd_ptr, N, C, HW, P, G, eps, syn, syc,
+                  syh, OVER_BATCH: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+                  BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr):
+    """``norm_stats`` in one launch. Tile ``p`` of sample ``n``: per channel ``c``, over the
+    tile's valid positions, ``mean = sum y / count`` and ``M2 = sum (y - mean)^2``, stored at
+    ``part[0 | 1, n, c, p]``. Then the program counts itself in: per sample ``n`` (GN / LN / IN:
+    statistics ``(N, G)``) or per channel block (``OVER_BATCH``, BatchNorm: ``(1, C)``). The
+    program that completes a count (the others' partials are visible to it: release / acquire
+    atomics) merges them (:func:`_merge_partials`) and sets the counter back to zero."""
     p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
     y = tl.load(y_ptr + n * syn + c[:, None] * syc + hw[None, :] * syh, mask=mask,
                 other=0.).to(ACC)
@@ -121,85 +189,65 @@ def _stats_partial_kernel(y_ptr, part_ptr, N, C, HW, P, syn, syc, syh,
     out = (n * C + c) * P + p
     tl.store(part_ptr + out, mean, mask=cm)
     tl.store(part_ptr + N * C * P + out, tl.sum(d * d, 1), mask=cm)
-
-
-@triton.jit(do_not_specialize=['N', 'P', 'G', 'ROWS'])
-def _stats_combine_kernel(part_ptr, mean_ptr, rstd_ptr, N, C, HW, P, G, ROWS, eps,
-                          ACC: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr):
-    """Statistic ``(m, g)``: merge the tile partials of its ``ROWS`` samples (``m`` itself when
-    ``ROWS == 1``, the whole batch for BatchNorm) and its ``C / G`` channels with Chan's formula
-    (count ``k``, mean ``u``, ``M2``: ``u = (k_a u_a + k_b u_b) / k``, ``M2 = M2_a + M2_b +
-    (u_b - u_a)^2 k_a k_b / k``); store ``mean = u`` and ``rstd = 1 / sqrt(M2 / k + eps)``."""
-    g = tl.program_id(0)
-    m = tl.program_id(1).to(tl.int64)
-    cpg = C // G
-    R = ROWS * cpg * P
-    count = tl.zeros([], dtype=ACC)
-    mean = tl.zeros([], dtype=ACC)
-    m2 = tl.zeros([], dtype=ACC)
-    for r0 in range(0, R, BLOCK_R):
-        r = r0 + tl.arange(0, BLOCK_R)
-        valid = r < R
-        n = m + r // (cpg * P)
-        rest = r % (cpg * P)
-        p = rest % P
-        idx = (n * C + g * cpg + rest // P) * P + p
-        u = tl.load(part_ptr + idx, mask=valid, other=0.)
-        v = tl.load(part_ptr + N * C * P + idx, mask=valid, other=0.)
-        k = tl.where(valid, tl.minimum(HW - p * BLOCK_HW, BLOCK_HW), 0).to(ACC)
-        k_b = tl.sum(k, 0)
-        u_b = tl.sum(k * u, 0) / k_b
-        m2_b = tl.sum(v + k * (u - u_b) * (u - u_b), 0)
-        total = count + k_b
-        delta = u_b - mean
-        mean += delta * k_b / total
-        m2 += m2_b + delta * delta * count * k_b / total
-        count = total
-    out = m * G + g
-    tl.store(mean_ptr + out, mean)
-    tl.store(rstd_ptr + out, 1. / tl.sqrt(m2 / count + eps))
+    tl.debug_barrier()  # every thread's partials are stored before the count (release)
+    if OVER_BATCH:
+        idx = tl.program_id(1)
+        expected = tl.num_programs(0) * N
+    else:
+        idx = n
+        expected = tl.num_programs(0) * tl.num_programs(1)
+    done = tl.atomic_add(count_ptr + idx, 1, sem='acq_rel')
+    if done == expected - 1:  # the last program of this count
+        tl.atomic_xchg(count_ptr + idx, 0, sem='relaxed')
+        if OVER_BATCH:  # this block's channels over the whole batch
+            _merge_partials(part_ptr, mean_ptr, rstd_ptr, c, cm, c, 0, N, 1, N, C, HW, P, eps,
+                            ACC, BLOCK_HW, BLOCK_R)
+        else:  # every group of sample n, BLOCK_C groups at a time
+            cpg = C // G
+            for g0 in range(0, G, BLOCK_C):
+                grp = g0 + tl.arange(0, BLOCK_C)
+                _merge_partials(part_ptr, mean_ptr, rstd_ptr, grp, grp < G, n * G + grp, n, 1,
+                                cpg, N, C, HW, P, eps, ACC, BLOCK_HW, BLOCK_R)
 
 
 @triton.jit
-def _load_source(row, n, c, cm, y_off, mask, ALIGNED: tl.constexpr, Y_T: tl.constexpr,
-                 ACC: tl.constexpr):
-    """One source of a pointer table, for the tile of sample ``n`` and channels ``c``: its row
-    starts ``y, mean, rstd, row_stride, cpg`` (see :func:`_aggregate_kernel`). Returns ``y`` (in
-    ``ACC``), its statistics per channel and ``s``, the statistics' index (``n * row_stride +
-    c // cpg``)."""
-    y_ptr = tl.load(row).to(tl.pointer_type(Y_T))
-    if ALIGNED:
-        y_ptr = tl.multiple_of(y_ptr, 16)
-    s = n * tl.load(row + 3) + c // tl.load(row + 4)
-    mean = tl.load(tl.load(row + 1).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
-    rstd = tl.load(tl.load(row + 2).to(tl.pointer_type(ACC)) + s, mask=cm, other=0.)
-    y = tl.load(y_ptr + y_off, mask=mask, other=0.).to(ACC)
-    return y, mean, rstd, s
+def _source(i: tl.constexpr, YS0, YS1, YS2, YS3, YS4, YS5, YS6, YS7,
+            MS0, MS1, MS2, MS3, MS4, MS5, MS6, MS7, RS0, RS1, RS2, RS3, RS4, RS5, RS6, RS7,
+            y_off, mask, s, cm, ACC: tl.constexpr):
+    """Source ``i`` of the flat slots: ``y`` on the tile (in ``ACC``) and its statistics per
+    channel (``s``: their index)."""
+    y = tl.load(_pick(i, YS0, YS1, YS2, YS3, YS4, YS5, YS6, YS7) + y_off, mask=mask,
+                other=0.).to(ACC)
+    mean = tl.load(_pick(i, MS0, MS1, MS2, MS3, MS4, MS5, MS6, MS7) + s, mask=cm, other=0.)
+    rstd = tl.load(_pick(i, RS0, RS1, RS2, RS3, RS4, RS5, RS6, RS7) + s, mask=cm, other=0.)
+    return y, mean, rstd
 
 
-@triton.jit(do_not_specialize=['S'])
-def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
+@triton.jit(do_not_specialize=['W0', 'RS'])
+def _aggregate_kernel(x_ptr, out_ptr, w_ptr, y0, y1, y2, y3, y4, y5, y6, y7,
+                      m0, m1, m2, m3, m4, m5, m6, m7,
+                      r0, r1, r2, r3, r4, r5, r6, r7,
+                      C, HW, W0, RS, CPG,
                       sxn, sxc, sxh, syn, syc, syh, son, soc, soh,
-                      HAS_W: tl.constexpr, RELU: tl.constexpr, ALIGNED: tl.constexpr,
-                      Y_T: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
-                      BLOCK_HW: tl.constexpr):
-    """``out = act(x + sum_i w_i * (y_i - mean_i) * rstd_i)`` on one tile, in one pass
-    (``act``: the ReLU if ``RELU``, else none).
-
-    ``table`` row ``i`` (int64): ``y_i``, ``mean_i``, ``rstd_i`` (pointers), the statistics'
-    row stride (``G``, or 0 when one row serves the batch) and channels per group: the statistic
-    of ``(n, c)`` is at ``n * row_stride + c // cpg``. ``w`` is ``(S, C)``. ``ALIGNED``: every
-    ``y_i`` starts on 16 bytes (a pointer read from memory carries no alignment the compiler
-    can see; without the hint, loads through it are not vectorized)."""
+                      NUM: tl.constexpr, HAS_W: tl.constexpr, RELU: tl.constexpr,
+                      ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """``out = act(x + sum_i w_i * (y_i - mean_i) * rstd_i)`` on one tile, in one pass, for the
+    ``NUM`` sources ``y0 ..`` (``act``: the ReLU if ``RELU``, else none). Their statistics
+    ``m0 ..``, ``r0 ..`` share one layout: the statistic of ``(n, c)`` is at ``n * RS + c //
+    CPG`` (``RS``: ``G``, or 0 when one row serves the batch). ``w`` is ``(S, C)``; these
+    sources are its rows ``W0 ..``."""
     _p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
     acc = tl.load(x_ptr + n * sxn + c[:, None] * sxc + hw[None, :] * sxh, mask=mask,
                   other=0.).to(ACC)
     y_off = n * syn + c[:, None] * syc + hw[None, :] * syh
-    for i in range(S):
-        y, mean, a, _ = _load_source(table_ptr + i * 5, n, c, cm, y_off, mask, ALIGNED, Y_T,
-                                     ACC)
+    s = n * RS + c // CPG
+    for i in tl.static_range(NUM):
+        y, mean, a = _source(i, y0, y1, y2, y3, y4, y5, y6, y7,
+                             m0, m1, m2, m3, m4, m5, m6, m7,
+                             r0, r1, r2, r3, r4, r5, r6, r7,
+                             y_off, mask, s, cm, ACC)
         if HAS_W:
-            a *= tl.load(w_ptr + i * C + c, mask=cm, other=0.).to(ACC)
+            a *= tl.load(w_ptr + (W0 + i) * C + c, mask=cm, other=0.).to(ACC)
         acc += (y - mean[:, None]) * a[:, None]
     if RELU:
         acc = tl.where(acc < 0., 0., acc)  # NaN stays NaN, as in ATen
@@ -207,95 +255,11 @@ def _aggregate_kernel(x_ptr, out_ptr, table_ptr, w_ptr, S, C, HW,
              acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit(do_not_specialize=['S', 'N', 'P'])
-def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, part_ptr, S, N, C, HW, P,
-                            sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
-                            SUM_G: tl.constexpr, RELU: tl.constexpr, ALIGNED: tl.constexpr,
-                            Y_T: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
-                            BLOCK_HW: tl.constexpr):
-    """First backward pass, tile ``p`` of sample ``n``: ``g = grad * [out > 0]`` (``grad``
-    without the ReLU), stored as
-    ``dL/dx``; per channel ``sum_hw g`` (``part[0]``, if ``SUM_G``) and, for every source of the
-    table (rows as in :func:`_aggregate_kernel`), ``sum_hw g * (y_i - mean_i) * rstd_i``
-    (``part[1 + i]``); ``part`` is ``(1 + S, N, C, P)``."""
-    p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
-    grad = tl.load(grad_ptr + n * sgn + c[:, None] * sgc + hw[None, :] * sgh, mask=mask,
-                   other=0.)
-    if RELU:  # ReLU backward from its output (ATen's threshold)
-        out = tl.load(out_ptr + n * son + c[:, None] * soc + hw[None, :] * soh, mask=mask,
-                      other=0.)
-        g = tl.where(out <= 0., 0., grad)
-    else:
-        g = grad
-    tl.store(dx_ptr + n * sdn + c[:, None] * sdc + hw[None, :] * sdh, g, mask=mask)
-    g = g.to(ACC)
-    dst = (n * C + c) * P + p
-    if SUM_G:
-        tl.store(part_ptr + dst, tl.sum(g, 1), mask=cm)
-    y_off = n * syn + c[:, None] * syc + hw[None, :] * syh
-    for i in range(S):
-        y, mean, rstd, _ = _load_source(table_ptr + i * 5, n, c, cm, y_off, mask, ALIGNED, Y_T,
-                                        ACC)
-        y_hat = (y - mean[:, None]) * rstd[:, None]
-        tl.store(part_ptr + (i + 1) * N * C * P + dst, tl.sum(g * y_hat, 1), mask=cm)
-
-
-@triton.jit(do_not_specialize=['N', 'P', 'MG'])
-def _backward_terms_kernel(part_ptr, w_ptr, table_ptr, terms_ptr, N, C, HW, P, MG,
-                           HAS_W: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr):
-    """Source ``j`` of the table, statistic ``(m, g)``: ``E[w g]`` and ``E[w g y_hat]`` over
-    the statistic's elements (``rows x C/G x HW``), from the reduce pass's partials; stored at
-    ``terms[j, 0 | 1, m * G + g]``. Table row ``j`` (int64): the source's row in ``part``, its
-    row in ``w``, ``G``, the number of statistic rows ``M`` (``N``, or 1 for the batch)."""
-    g = tl.program_id(0)
-    m = tl.program_id(1).to(tl.int64)
-    j = tl.program_id(2)
-    row = table_ptr + j * 4
-    part_row = tl.load(row)
-    w_row = tl.load(row + 1)
-    G = tl.load(row + 2)
-    M = tl.load(row + 3)
-    cpg = C // G
-    rows = tl.where(M == 1, N, 1)
-    # programs beyond this source's (M, G) reduce nothing and store nothing
-    R = tl.where((g < G) & (m < M), rows * cpg * P, 0)
-    sum_h = tl.zeros([BLOCK_R], dtype=ACC)
-    sum_hy = tl.zeros([BLOCK_R], dtype=ACC)
-    for r0 in range(0, R, BLOCK_R):
-        r = r0 + tl.arange(0, BLOCK_R)
-        valid = r < R
-        rest = r % (cpg * P)
-        c = g * cpg + rest // P
-        idx = ((m + r // (cpg * P)) * C + c) * P + rest % P
-        a = tl.load(part_ptr + idx, mask=valid, other=0.)
-        b = tl.load(part_ptr + part_row * N * C * P + idx, mask=valid, other=0.)
-        if HAS_W:
-            w = tl.load(w_ptr + w_row * C + c, mask=valid, other=0.).to(ACC)
-            a *= w
-            b *= w
-        sum_h += a
-        sum_hy += b
-    count = (rows * cpg * HW).to(ACC)
-    dst = terms_ptr + j * 2 * MG + m * G + g
-    ok = (g < G) & (m < M)
-    tl.store(dst, tl.sum(sum_h, 0) / count, mask=ok)
-    tl.store(dst + MG, tl.sum(sum_hy, 0) / count, mask=ok)
-
-
-@triton.jit(do_not_specialize=['S', 'MG'])
-def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, terms_ptr, w_ptr, S, C, HW, MG,
-                           sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
-                           szn, szc, szh, HAS_W: tl.constexpr, G_FROM_DX: tl.constexpr,
-                           RELU: tl.constexpr, ALIGNED: tl.constexpr, Y_T: tl.constexpr,
-                           ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-    """Last backward pass, one tile: ``g`` (read back from ``dL/dx`` if the reduce pass wrote it,
-    ``G_FROM_DX``, else ``grad * [out > 0]``, then stored as ``dL/dx``), and for every source of
-    the table ``dL/dy_i = rstd_i * (w_i g - E[w_i g] - y_hat_i E[w_i g y_hat_i])``, the two
-    expectations taken from ``terms`` for own statistics and zero for fixed ones. Table row
-    ``i`` (int64): ``y_i``, ``mean_i``, ``rstd_i``, row stride, ``cpg`` (as in
-    :func:`_aggregate_kernel`), own statistics (0 / 1), ``dL/dy_i`` (pointer, strides ``sz*``),
-    the source's row in ``w`` and its row in ``terms``."""
-    _p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
+@triton.jit
+def _load_g(grad_ptr, out_ptr, dx_ptr, n, c, hw, mask, sgn, sgc, sgh, son, soc, soh, sdn, sdc,
+            sdh, G_FROM_DX: tl.constexpr, RELU: tl.constexpr):
+    """``g``: read back from ``dL/dx`` (``G_FROM_DX``), or ``grad * [out > 0]`` (``grad``
+    without the ReLU: ATen's threshold backward, from the output) stored as ``dL/dx``."""
     dx_off = n * sdn + c[:, None] * sdc + hw[None, :] * sdh
     if G_FROM_DX:
         g = tl.load(dx_ptr + dx_off, mask=mask, other=0.)
@@ -307,26 +271,138 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, table_ptr, terms_ptr, w_pt
                           other=0.)
             g = tl.where(out <= 0., 0., g)
         tl.store(dx_ptr + dx_off, g, mask=mask)
-    g = g.to(ACC)
+    return g
+
+
+@triton.jit(do_not_specialize=['N', 'P', 'PART0', 'RS'])
+def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, y0, y1, y2, y3, y4, y5, y6, y7,
+                            m0, m1, m2, m3, m4, m5, m6, m7,
+                            r0, r1, r2, r3, r4, r5, r6, r7,
+                            N, C, HW, P, PART0, RS, CPG,
+                            sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
+                            NUM: tl.constexpr, SUM_G: tl.constexpr, G_FROM_DX: tl.constexpr,
+                            RELU: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+                            BLOCK_HW: tl.constexpr):
+    """First backward pass, tile ``p`` of sample ``n``: ``g`` (:func:`_load_g`); per channel
+    ``sum_hw g`` (``part[0]``, if ``SUM_G``) and, for source ``i`` of the ``NUM`` (slots and
+    statistics as in :func:`_aggregate_kernel`), ``sum_hw g * (y_i - mean_i) * rstd_i`` at
+    ``part[PART0 + i]``; ``part`` is ``(1 + S, N, C, P)``."""
+    p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
+    g = _load_g(grad_ptr, out_ptr, dx_ptr, n, c, hw, mask, sgn, sgc, sgh, son, soc, soh, sdn,
+                sdc, sdh, G_FROM_DX, RELU).to(ACC)
+    dst = (n * C + c) * P + p
+    if SUM_G:
+        tl.store(part_ptr + dst, tl.sum(g, 1), mask=cm)
+    y_off = n * syn + c[:, None] * syc + hw[None, :] * syh
+    s = n * RS + c // CPG
+    for i in tl.static_range(NUM):
+        y, mean, rstd = _source(i, y0, y1, y2, y3, y4, y5, y6, y7,
+                                m0, m1, m2, m3, m4, m5, m6, m7,
+                                r0, r1, r2, r3, r4, r5, r6, r7,
+                                y_off, mask, s, cm, ACC)
+        y_hat = (y - mean[:, None]) * rstd[:, None]
+        tl.store(part_ptr + (PART0 + i) * N * C * P + dst, tl.sum(g * y_hat, 1), mask=cm)
+
+
+@triton.jit
+def _group_sums(part_ptr, w_ptr, row, w_row, grp, valid, n0, rows, cpg, N, C, P,
+                HAS_W: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Per slot (statistic) ``grp``: ``sum w * part[0]`` and ``sum w * part[row]`` over samples
+    ``n0 .. n0 + rows - 1``, channels ``grp * cpg .. + cpg - 1`` and every tile."""
+    sum_h = tl.zeros(grp.shape, dtype=ACC)
+    sum_hy = tl.zeros(grp.shape, dtype=ACC)
+    R = rows * cpg * P
+    for r0 in range(0, R, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        m = valid[:, None] & (r < R)[None, :]
+        rest = r % (cpg * P)
+        cc = grp[:, None] * cpg + (rest // P)[None, :]
+        idx = ((n0 + r // (cpg * P))[None, :] * C + cc) * P + (rest % P)[None, :]
+        a = tl.load(part_ptr + idx, mask=m, other=0.)
+        b = tl.load(part_ptr + row * N * C * P + idx, mask=m, other=0.)
+        if HAS_W:
+            w = tl.load(w_ptr + w_row * C + cc, mask=m, other=0.).to(ACC)
+            a *= w
+            b *= w
+        sum_h += tl.sum(a, 1)
+        sum_hy += tl.sum(b, 1)
+    return sum_h, sum_hy
+
+
+@triton.jit(do_not_specialize=['N', 'P', 'W0', 'PART0', 'RS'])
+def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
+                           y0, y1, y2, y3, y4, y5, y6, y7,
+                           m0, m1, m2, m3, m4, m5, m6, m7,
+                           r0, r1, r2, r3, r4, r5, r6, r7,
+                           z0, z1, z2, z3, z4, z5, z6, z7,
+                           N, C, HW, P, W0, PART0, RS, CPG,
+                           sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
+                           szn, szc, szh, NUM: tl.constexpr, OWN: tl.constexpr,
+                           NEED_Y: tl.constexpr, NEED_W: tl.constexpr, HAS_W: tl.constexpr,
+                           G_FROM_DX: tl.constexpr, RELU: tl.constexpr, ACC: tl.constexpr,
+                           BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+                           BLOCK_R: tl.constexpr):
+    """Last backward pass, one tile: ``g`` (:func:`_load_g`) and for source ``i`` of the ``NUM``
+    (slots and statistics as in :func:`_aggregate_kernel`; ``w`` row and ``part`` row ``W0 + i``
+    and ``PART0 + i``):
+
+    * ``NEED_Y``: ``dL/dy_i = rstd_i * (w_i g - E[w_i g] - y_hat_i E[w_i g y_hat_i])`` into slot
+      ``z_i``. With ``OWN`` statistics the two expectations are reduced here from the reduce
+      pass's partials, per group of the tile's channels (:func:`_group_sums`: the group's
+      ``C / G`` channels and every tile, of this sample, or of the batch when ``RS == 0``);
+      fixed statistics have none.
+    * ``NEED_W``: the first tile row of each channel block (``p == 0``, ``n == 0``) sums
+      ``dL/dw_i[c] = sum_{n, p} part[PART0 + i, n, c, p]`` into ``dw[W0 + i]``."""
+    p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
+    g = _load_g(grad_ptr, out_ptr, dx_ptr, n, c, hw, mask, sgn, sgc, sgh, son, soc, soh, sdn,
+                sdc, sdh, G_FROM_DX, RELU).to(ACC)
     y_off = n * syn + c[:, None] * syc + hw[None, :] * syh
     z_off = n * szn + c[:, None] * szc + hw[None, :] * szh
-    for i in range(S):
-        row = table_ptr + i * 9
-        y, mean, rstd, s = _load_source(row, n, c, cm, y_off, mask, ALIGNED, Y_T, ACC)
-        own = cm & (tl.load(row + 5) != 0)
-        dy_ptr = tl.load(row + 6).to(tl.pointer_type(Y_T))
-        if ALIGNED:  # dL/dy_i, as y_i
-            dy_ptr = tl.multiple_of(dy_ptr, 16)
-        if HAS_W:
-            w = tl.load(w_ptr + tl.load(row + 7) * C + c, mask=cm, other=0.).to(ACC)
-        else:
-            w = tl.full([BLOCK_C], 1., ACC)
-        t = terms_ptr + tl.load(row + 8) * 2 * MG + s
-        e_h = tl.load(t, mask=own, other=0.)
-        e_hy = tl.load(t + MG, mask=own, other=0.)
-        y_hat = (y - mean[:, None]) * rstd[:, None]
-        dy = rstd[:, None] * (w[:, None] * g - e_h[:, None] - y_hat * e_hy[:, None])
-        tl.store(dy_ptr + z_off, dy.to(Y_T), mask=mask)
+    s = n * RS + c // CPG
+    # the statistics' groups met by this tile's channels, one slot each
+    c0 = tl.program_id(1) * BLOCK_C
+    slots = tl.arange(0, BLOCK_C)
+    grp = c0 // CPG + slots
+    valid = grp * CPG < tl.minimum(c0 + BLOCK_C, C)
+    slot_of_c = c // CPG - c0 // CPG
+    batch = RS == 0
+    n0 = tl.where(batch, 0, n)
+    rows = tl.where(batch, N, 1)
+    count = (rows * CPG * HW).to(ACC)
+    first_row = (p == 0) & (n == 0)
+    for i in tl.static_range(NUM):
+        if NEED_Y:
+            y, mean, rstd = _source(i, y0, y1, y2, y3, y4, y5, y6, y7,
+                                    m0, m1, m2, m3, m4, m5, m6, m7,
+                                    r0, r1, r2, r3, r4, r5, r6, r7,
+                                    y_off, mask, s, cm, ACC)
+            if HAS_W:
+                w = tl.load(w_ptr + (W0 + i) * C + c, mask=cm, other=0.).to(ACC)
+            else:
+                w = tl.full([BLOCK_C], 1., ACC)
+            h = w[:, None] * g
+            if OWN:
+                sum_h, sum_hy = _group_sums(part_ptr, w_ptr, PART0 + i, W0 + i, grp, valid, n0,
+                                            rows, CPG, N, C, P, HAS_W, ACC, BLOCK_R)
+                pick = slot_of_c[:, None] == slots[None, :]
+                e_h = tl.sum(tl.where(pick, sum_h[None, :], 0.), 1) / count
+                e_hy = tl.sum(tl.where(pick, sum_hy[None, :], 0.), 1) / count
+                y_hat = (y - mean[:, None]) * rstd[:, None]
+                h = h - e_h[:, None] - y_hat * e_hy[:, None]
+            dy = rstd[:, None] * h
+            z = _pick(i, z0, z1, z2, z3, z4, z5, z6, z7)
+            tl.store(z + z_off, dy.to(z.dtype.element_ty), mask=mask)
+        if NEED_W:
+            if first_row:
+                dw = tl.zeros([BLOCK_C], dtype=ACC)
+                R = N * P
+                for k0 in range(0, R, BLOCK_R):  # (r0 is a slot)
+                    k = k0 + tl.arange(0, BLOCK_R)
+                    m = cm[:, None] & (k < R)[None, :]
+                    idx = ((k // P)[None, :] * C + c[:, None]) * P + (k % P)[None, :]
+                    dw += tl.sum(tl.load(part_ptr + (PART0 + i) * N * C * P + idx, mask=m,
+                                         other=0.), 1)
+                tl.store(dw_ptr + (W0 + i) * C + c, dw, mask=cm)
 
 
 # ---------------------------------------------------------------------------------- launchers
@@ -346,39 +422,87 @@ def _flat(t: Tensor) -> Optional[Tuple[int, int, int]]:
     return t.stride(0), t.stride(1), dims[-1][1] if dims else 1
 
 
-def _capturing(t: Tensor) -> bool:
-    """Whether a CUDA graph is being captured on ``t``'s device: the per-call pointer table
-    would be baked into the graph and be stale on replay, so ATen runs instead."""
-    return t.device.type == 'cuda' and torch.cuda.is_current_stream_capturing()
-
-
-def _aligned(ts: Sequence[Tensor]) -> bool:
-    """Whether every tensor starts on 16 bytes (the caching allocator's blocks do; views with an
-    offset may not)."""
-    return all(t.data_ptr() % 16 == 0 for t in ts)
-
-
 def _hw(t: Tensor) -> int:
     return t.numel() // (t.shape[0] * t.shape[1])
+
+
+def _cdiv(a: int, b: int) -> int:  # (triton.cdiv is a jit function: slow to call from Python)
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    """The smallest power of two >= ``n`` (``triton.next_power_of_2`` in plain Python)."""
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def _blocks(c: int, hw: int, strides: Tuple[int, int, int]) -> Tuple[int, int]:
     """``(BLOCK_C, BLOCK_HW)``: long along the contiguous dimension (channels for channels_last,
     positions otherwise), ``MAX_TILE`` elements at most, no longer than the map."""
     if strides[1] == 1 and strides[2] != 1 and hw > 1:  # channels_last
-        block_c = min(triton.next_power_of_2(c), MAX_BLOCK_C, MAX_TILE)
-        return block_c, min(triton.next_power_of_2(hw), max(1, MAX_TILE // block_c))
-    block_hw = min(triton.next_power_of_2(hw), MAX_BLOCK_HW, MAX_TILE)
-    return min(triton.next_power_of_2(c), max(1, MAX_TILE // block_hw)), block_hw
+        block_c = min(_pow2(c), MAX_BLOCK_C, MAX_TILE)
+        return block_c, min(_pow2(hw), max(1, MAX_TILE // block_c))
+    block_hw = min(_pow2(hw), MAX_BLOCK_HW, MAX_TILE)
+    return min(_pow2(c), max(1, MAX_TILE // block_hw)), block_hw
 
 
-def _table(rows: List[List[int]], device: torch.device) -> Tensor:
-    """The per-source table as an int64 tensor on ``device`` (at least one row, so that an
-    empty loop still gets a valid pointer), copied from pinned memory without a sync."""
-    t = torch.tensor(rows or [[0]], dtype=torch.int64)
+def _block_r(block_c: int) -> int:
+    """Partials per slot and step of the merging loops: ``(BLOCK_C, BLOCK_R)`` blocks of at most
+    ``MAX_TILE`` elements."""
+    return max(1, min(BLOCK_R, MAX_TILE // block_c))
+
+
+_WORKSPACES = {}  # (device, stream, dtype) -> flat buffer, grown to the largest call
+_COUNTERS = {}  # (device, stream) -> int32 counters, zero between launches
+_RETIRED = []  # outgrown buffers: a captured CUDA graph may still point into them
+
+
+def _stream_key(device: torch.device):
     if device.type == 'cuda':
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+        return device, torch.cuda.current_stream(device).cuda_stream
+    return device, None
+
+
+def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> Tensor:
+    """At least ``numel`` elements of scratch for the partial sums of one call, private to the
+    current stream (calls on one stream run one after the other); allocated once, grown when a
+    larger call comes, never per call."""
+    key = (*_stream_key(device), dtype)
+    buf = _WORKSPACES.get(key)
+    if buf is None or buf.numel() < numel:
+        if buf is not None:
+            _RETIRED.append(buf)
+        buf = _WORKSPACES[key] = torch.empty(max(numel, 2 * (0 if buf is None else buf.numel())),
+                                             dtype=dtype, device=device)
+    return buf
+
+
+def _counters(device: torch.device, numel: int) -> Tensor:
+    """``numel`` int32 counters at zero (each launch that uses one sets it back to zero)."""
+    key = _stream_key(device)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < numel:
+        if buf is not None:
+            _RETIRED.append(buf)
+        buf = _COUNTERS[key] = torch.zeros(max(numel, 1024), dtype=torch.int32, device=device)
+    return buf
+
+
+def _runs(keys: Sequence, limit: int = None) -> List[Tuple[int, int]]:
+    """``[(start, stop)]``: runs of equal consecutive keys, at most ``limit`` (``K``) long."""
+    limit = limit or K
+    runs, start = [], 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start] or i - start == limit:
+            runs.append((start, i))
+            start = i
+    return runs
+
+
+def _slots(ts: Sequence, start: int, stop: int) -> List:
+    """``ts[start:stop]`` padded to ``K`` flat slots with None: an unused slot is a compile-time
+    None, neither a kernel parameter nor work for the launcher."""
+    chunk = list(ts[start:stop])
+    return chunk + [None] * (K - len(chunk))
 
 
 class _Sources:
@@ -389,7 +513,7 @@ class _Sources:
         self.ok = False
         n, c = ref.shape[:2] if ref.dim() >= 2 else (0, 0)
         s = len(ys)
-        if (s == 0 or ref.dim() < 2 or ref.numel() == 0 or ref.dtype not in _TL or _capturing(ref)
+        if (s == 0 or ref.dim() < 2 or ref.numel() == 0 or ref.dtype not in _TL
                 or not (len(means) == len(rstds) == s)
                 or (weight is not None and (weight.numel() != s * c
                                             or weight.device != ref.device))):
@@ -410,55 +534,67 @@ class _Sources:
             rows, groups = mean.shape
             if rows not in (1, n) or groups == 0 or c % groups:
                 return
-            self.means.append(mean.to(self.acc).contiguous())
-            self.rstds.append(rstd.to(self.acc).contiguous())
+            # (no copy, no call for the models' statistics: contiguous, in the right dtype)
+            self.means.append(_as_acc(mean, self.acc))
+            self.rstds.append(_as_acc(rstd, self.acc))
             # (n, c) reads its statistic at n * row_stride + c // cpg
-            self.layout.append((groups if rows == n and n > 1 else 0, c // groups, groups, rows))
+            self.layout.append((groups if rows == n and n > 1 else 0, c // groups))
         self.ys = ys
         self.n, self.c, self.hw = n, c, _hw(ref)
         self.weight = None if weight is None else weight.reshape(s, c).contiguous()
         self.ok = True
 
-    def rows(self, which: Sequence[int]) -> List[List[int]]:
-        """Table rows ``y, mean, rstd, row_stride, cpg`` of the sources ``which``."""
-        return [[self.ys[i].data_ptr(), self.means[i].data_ptr(), self.rstds[i].data_ptr(),
-                 *self.layout[i][:2]] for i in which]
+    def slots(self, start: int, stop: int) -> List:
+        """The flat kernel arguments ``y0 .. y7, m0 .. m7, r0 .. r7`` of sources ``start ..
+        stop - 1``."""
+        return [*_slots(self.ys, start, stop), *_slots(self.means, start, stop),
+                *_slots(self.rstds, start, stop)]
+
+
+def _as_acc(t: Tensor, acc: torch.dtype) -> Tensor:
+    """``t`` in ``acc``, contiguous: ``t`` itself when it already is (no dispatcher call)."""
+    return t if t.dtype == acc and t.is_contiguous() else t.to(acc).contiguous()
+
+
+_SAME_DEVICE = contextlib.nullcontext()
 
 
 def _device(t: Tensor):
-    """Launch on ``t``'s GPU whichever is current (nothing to select for CPU tensors)."""
-    return torch.cuda.device(t.device) if t.device.type == 'cuda' else contextlib.nullcontext()
+    """Launch on ``t``'s GPU whichever is current (nothing to select for CPU tensors, or when
+    ``t``'s GPU is the current one)."""
+    if t.device.type != 'cuda' or t.device.index == torch.cuda.current_device():
+        return _SAME_DEVICE
+    return torch.cuda.device(t.device)
 
 
 def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Tensor, Tensor]:
     """``mmdsnet::norm_stats``: ``(mean, rstd)`` of ``y`` per (sample, group), ``(N, G)``, or per
-    channel over the batch, ``(1, C)`` (``over_batch``); one pass over ``y``."""
+    channel over the batch, ``(1, C)`` (``over_batch``); one launch, one pass over ``y``."""
     strides = _flat(y) if y.dim() >= 2 else None
     if (strides is None or y.dtype not in _TL or y.numel() == 0 or groups <= 0
-            or y.shape[1] % groups or (over_batch and groups != y.shape[1]) or _capturing(y)):
+            or y.shape[1] % groups or (over_batch and groups != y.shape[1])):
         return _aten(_stats_op)(y, groups, eps, over_batch)
     n, c = y.shape[:2]
     hw = _hw(y)
     acc = stats_dtype(y.dtype)
     block_c, block_hw = _blocks(c, hw, strides)
-    p = triton.cdiv(hw, block_hw)
-    part = torch.empty((2, n, c, p), dtype=acc, device=y.device)
+    p, cblocks = _cdiv(hw, block_hw), _cdiv(c, block_c)
     rows = 1 if over_batch else n
     mean = torch.empty((rows, groups), dtype=acc, device=y.device)
     rstd = torch.empty_like(mean)
     with _device(y):
-        _stats_partial_kernel[(p, triton.cdiv(c, block_c), n)](
-            y, part, n, c, hw, p, *strides, ACC=_TL[acc], BLOCK_C=block_c, BLOCK_HW=block_hw)
-        _stats_combine_kernel[(groups, rows)](
-            part, mean, rstd, n, c, hw, p, groups, n if over_batch else 1, eps, ACC=_TL[acc],
-            BLOCK_HW=block_hw, BLOCK_R=BLOCK_R)
+        _stats_kernel[(p, cblocks, n)](
+            y, _workspace(y.device, acc, 2 * n * c * p),
+            _counters(y.device, cblocks if over_batch else n), mean, rstd, n, c, hw, p, groups,
+            eps, *strides, OVER_BATCH=bool(over_batch), ACC=_TL[acc], BLOCK_C=block_c,
+            BLOCK_HW=block_hw, BLOCK_R=_block_r(block_c))
     return mean, rstd
 
 
 def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
                     weight: Optional[Tensor], own_stats: List[int], relu: bool = True) -> Tensor:
     """``mmdsnet::dense_aggregate``: ``act(x + sum_i w_i * (y_i - mean_i) * rstd_i)`` in one
-    pass (``act``: the ReLU if ``relu``)."""
+    pass (``act``: the ReLU if ``relu``); one launch per run of up to ``K`` alike sources."""
     src = _Sources(x, ys, means, rstds, weight)
     x_strides = _flat(x) if src.ok else None
     if x_strides is None or len(own_stats) != len(ys):
@@ -466,13 +602,17 @@ def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: Lis
     out = torch.empty_like(x)
     out_strides = _flat(out)
     block_c, block_hw = _blocks(src.c, src.hw, src.y_strides)
-    table = _table(src.rows(range(len(ys))), x.device)
+    grid = (_cdiv(src.hw, block_hw), _cdiv(src.c, block_c), src.n)
+    runs = _runs(src.layout)
+    prev, prev_strides = x, x_strides
     with _device(x):
-        _aggregate_kernel[(triton.cdiv(src.hw, block_hw), triton.cdiv(src.c, block_c), src.n)](
-            x, out, table, x if src.weight is None else src.weight, len(ys), src.c, src.hw,
-            *x_strides, *src.y_strides, *out_strides, HAS_W=src.weight is not None,
-            RELU=bool(relu), ALIGNED=_aligned(ys), Y_T=_TL[ys[0].dtype], ACC=_TL[src.acc],
-            BLOCK_C=block_c, BLOCK_HW=block_hw)
+        for k, (a, b) in enumerate(runs):  # each later run adds into out
+            _aggregate_kernel[grid](
+                prev, out, x if src.weight is None else src.weight, *src.slots(a, b), src.c,
+                src.hw, a, *src.layout[a], *prev_strides, *src.y_strides, *out_strides,
+                NUM=b - a, HAS_W=src.weight is not None, RELU=bool(relu) and k == len(runs) - 1,
+                ACC=_TL[src.acc], BLOCK_C=block_c, BLOCK_HW=block_hw)
+            prev, prev_strides = out, out_strides
     return out
 
 
@@ -480,9 +620,10 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
                              rstds: List[Tensor], weight: Optional[Tensor],
                              own_stats: List[int], need_ys: List[bool], need_weight: bool,
                              relu: bool = True) -> Tuple[Tensor, List[Tensor], Tensor]:
-    """``mmdsnet::dense_aggregate_backward``: ``(dL/dx, [dL/dy_i], dL/dW)``, two passes over
-    ``g`` and the ``y_i`` (one when no statistics are the sources' own and no ``dL/dW`` is
-    needed); a gradient not asked for is an empty tensor, as in the ATen implementation."""
+    """``mmdsnet::dense_aggregate_backward``: ``(dL/dx, [dL/dy_i], dL/dW)`` in two launches (one
+    when no statistics are the sources' own and no ``dL/dW`` is needed), per run of up to ``K``
+    alike sources; a gradient not asked for is an empty tensor, as in the ATen
+    implementation."""
     s = len(ys)
     src = _Sources(out, ys, means, rstds, weight)
     g_strides = _flat(grad) if src.ok and grad.shape == out.shape and grad.dtype in _TL else None
@@ -492,53 +633,43 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
         return _aten(_backward_op)(grad, out, ys, means, rstds, weight, own_stats, need_ys,
                                  need_weight, relu)
     n, c, hw = src.n, src.c, src.hw
-    acc, y_t = src.acc, _TL[ys[0].dtype]
+    acc = src.acc
     need_w = need_weight and weight is not None
-    own = [i for i in range(s) if need_ys[i] and own_stats[i]]
-    reduce = list(range(s)) if need_w else own  # sources whose sum g * y_hat is needed
+    own = [bool(own_stats[i]) and bool(need_ys[i]) for i in range(s)]
+    reduce = need_w or any(own)
     dx = torch.empty_like(grad)
     dx_strides = _flat(dx)
+    dys = [torch.empty_like(y) if need else y.new_empty(0) for y, need in zip(ys, need_ys)]
+    dw = torch.empty((s, c), dtype=acc, device=out.device) if need_w else None
     block_c, block_hw = _blocks(c, hw, src.y_strides)
-    p = triton.cdiv(hw, block_hw)
-    grid = (p, triton.cdiv(c, block_c), n)
+    p = _cdiv(hw, block_hw)
+    grid = (p, _cdiv(c, block_c), n)
     w = out if src.weight is None else src.weight
-    part = terms = src.means[0]  # placeholders (never read) where a pass does not run
-    mg = 1
+    part = _workspace(out.device, acc, (1 + s) * n * c * p) if reduce else src.means[0]
+    maps = (*g_strides, *o_strides, *dx_strides, *src.y_strides)
+    common = dict(RELU=bool(relu), ACC=_TL[acc], BLOCK_C=block_c, BLOCK_HW=block_hw)
+    g_ready = False  # whether dL/dx = g is stored (later passes read it back)
     with _device(out):
         if reduce:
-            part = torch.empty((1 + len(reduce), n, c, p), dtype=acc, device=out.device)
-            _backward_reduce_kernel[grid](
-                grad, out, dx, _table(src.rows(reduce), out.device), part, len(reduce), n, c,
-                hw, p, *g_strides, *o_strides, *dx_strides, *src.y_strides, SUM_G=bool(own),
-                RELU=bool(relu), ALIGNED=_aligned(ys), Y_T=y_t, ACC=_TL[acc], BLOCK_C=block_c,
-                BLOCK_HW=block_hw)
-        if own:
-            shapes = [src.layout[i][2:] for i in own]  # (G, M)
-            mg = max(groups * rows for groups, rows in shapes)
-            terms = torch.empty((len(own), 2, mg), dtype=acc, device=out.device)
-            table = _table([[1 + reduce.index(i), i, groups, rows]
-                            for i, (groups, rows) in zip(own, shapes)], out.device)
-            _backward_terms_kernel[(max(g for g, _ in shapes), max(m for _, m in shapes),
-                                    len(own))](
-                part, w, table, terms, n, c, hw, p, mg, HAS_W=src.weight is not None,
-                ACC=_TL[acc], BLOCK_R=BLOCK_R)
-        needed = [i for i in range(s) if need_ys[i]]
-        dys = [torch.empty_like(ys[i]) if need_ys[i] else ys[i].new_empty(0) for i in range(s)]
-        if needed or not reduce:
-            z_strides = _flat(dys[needed[0]]) if needed else (0, 0, 0)
-            rows = [r + [int(bool(own_stats[i])), dys[i].data_ptr(), i,
-                         own.index(i) if i in own else 0]
-                    for i, r in zip(needed, src.rows(needed))]
+            for a, b in _runs(src.layout):
+                _backward_reduce_kernel[grid](
+                    grad, out, dx, part, *src.slots(a, b), n, c, hw, p, 1 + a, *src.layout[a],
+                    *maps, NUM=b - a, SUM_G=any(own) and not g_ready, G_FROM_DX=g_ready,
+                    **common)
+                g_ready = True
+        keys = [(*src.layout[i], own[i], bool(need_ys[i])) for i in range(s)]
+        runs = [(a, b) for a, b in _runs(keys) if need_ys[a] or need_w] or [(0, 0)]
+        z = [dys[i] if need_ys[i] else dx for i in range(s)]
+        for a, b in runs:  # (0, 0): nothing but dL/dx is needed
+            z_strides = _flat(z[a])
             _backward_apply_kernel[grid](
-                grad, out, dx, _table(rows, out.device), terms, w, len(needed), c, hw, mg,
-                *g_strides, *o_strides, *dx_strides, *src.y_strides, *z_strides,
-                HAS_W=src.weight is not None, G_FROM_DX=bool(reduce), RELU=bool(relu),
-                ALIGNED=_aligned(list(ys) + [dys[i] for i in needed]), Y_T=y_t, ACC=_TL[acc],
-                BLOCK_C=block_c, BLOCK_HW=block_hw)
-    if need_w:
-        dweight = part[1:].sum((1, 3)).to(weight.dtype).reshape(weight.shape)
-    else:
-        dweight = out.new_empty(0)
+                grad, out, dx, part, w, dw if need_w else part, *src.slots(max(a, 0), max(b, 1)),
+                *_slots(z, a, max(b, a + 1)), n, c, hw, p, a, 1 + a, *src.layout[a], *maps,
+                *z_strides, NUM=b - a, OWN=own[a], NEED_Y=bool(need_ys[a]) and b > a,
+                NEED_W=need_w, HAS_W=src.weight is not None, G_FROM_DX=g_ready,
+                BLOCK_R=_block_r(block_c), **common)
+            g_ready = True
+    dweight = dw.to(weight.dtype).reshape(weight.shape) if need_w else out.new_empty(0)
     return dx, dys, dweight
 
 

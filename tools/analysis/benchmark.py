@@ -62,7 +62,6 @@ import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
-from unittest import mock
 
 import torch
 from torch import nn
@@ -81,13 +80,9 @@ AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 @contextlib.contextmanager
 def aten_operators():
     """The dense-aggregation operators run their ATen implementation on every device (the
-    device kernels registered beside it, Triton on CUDA, are disabled meanwhile)."""
-    from mmdsnet.ops import dense_aggregate, dense_aggregate_backward, norm_stats
-    with contextlib.ExitStack() as stack:
-        for name, op in (('norm_stats', norm_stats), ('dense_aggregate', dense_aggregate),
-                         ('dense_aggregate_backward', dense_aggregate_backward)):
-            if torch._C._dispatch_has_kernel_for_dispatch_key(f'mmdsnet::{name}', 'CUDA'):
-                stack.enter_context(op.set_kernel_enabled('cuda', False))
+    device kernels registered beside it, Triton on CUDA, stand aside meanwhile)."""
+    from mmdsnet.ops import use_implementation
+    with use_implementation(kernels='aten'):
         yield
 
 
@@ -95,8 +90,8 @@ def aten_operators():
 def dispatched_operators():
     """The models call the dense-aggregation operators through the dispatcher, as anything that
     records the call does, instead of the eager calls (docs/design.md)."""
-    ops = sys.modules['mmdsnet.ops.dense_aggregate']  # (the package's name is the operator)
-    with mock.patch.object(ops, '_plain_eager', lambda t: False):
+    from mmdsnet.ops import use_implementation
+    with use_implementation(calls='dispatcher'):
         yield
 
 
