@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Dense shortcuts on one CUDA GPU, in one call of under 8 minutes on a bare machine (issues 10, 20):
+# Dense shortcuts on one CUDA GPU, in one call of under 8 minutes on a bare machine:
 #
 #   bash tools/analysis/gpu_bench.sh [OUT_DIR]      (from the repository root; OUT_DIR defaults
 #                                                    to $OUT, then work_dirs/gpu_bench)
 #   bash tools/analysis/gpu_bench.sh --dry-run [OUT_DIR]   (any machine: the CPU, tiny shapes;
 #                                                    the cuda tests skip)
 #
-# The machine needs Python 3.12 + a CUDA torch + triton and the wheels that
-# ../shared/gpu/offline_wheels.sh puts in .whl/ (git-ignored: carry it along); the install line
-# below is that script's. Then:
+# The machine needs Python 3.12 + a CUDA torch + triton and, where it has no package registry, the
+# project's pure-Python dependencies as wheels in .whl/ (git-ignored: carry it along), which the
+# install line below installs. Then:
 #   0) tests/test_ops_cuda.py (pytest -m cuda): every Triton kernel against the operators' ATen
 #      implementation, training steps against a float64 truth, no host synchronization in a
 #      step, CUDA-graph capture, the launch budget;
@@ -25,7 +25,7 @@
 #   OUT_DIR/results.json. Sections run under one deadline (DEADLINE_S, default 470 s from the
 #   start, install included); each has a time reserved for the ones after it, and one that fails
 #   or runs out of time is reported as such, the others still run.
-if [ "${1:-}" != --dry-run ]; then  # the install line of ../shared/gpu/offline_wheels.sh
+if [ "${1:-}" != --dry-run ]; then  # the offline wheels of .whl/
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target .site .whl/*.whl && export PYTHONPATH=$PWD/.site:$PWD \
       || { echo 'install failed: run ../shared/gpu/offline_wheels.sh, copy .whl/ here'; exit 1; }
