@@ -21,14 +21,14 @@
 #   b) bf16 autocast + channels_last, batch 64: training time and memory;
 #   d) detection regime: backbone only, out_indices (0, 1, 2, 3), batch 2 at 800x1216, fwd + bwd;
 #   c) torch.compile of torchvision's ResNet50 with DSNet50, then with DS2Net50, fp32, batch 32;
-#   and a summary against the targets; everything lands in OUT_DIR/gpu_bench.log and
+#   and a summary against the targets of docs/performance.md; everything lands in OUT_DIR/gpu_bench.log and
 #   OUT_DIR/results.json. Sections run under one deadline (DEADLINE_S, default 470 s from the
 #   start, install included); each has a time reserved for the ones after it, and one that fails
 #   or runs out of time is reported as such, the others still run.
 if [ "${1:-}" != --dry-run ]; then  # the offline wheels of .whl/
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target .site .whl/*.whl && export PYTHONPATH=$PWD/.site:$PWD \
-      || { echo 'install failed: run ../shared/gpu/offline_wheels.sh, copy .whl/ here'; exit 1; }
+      || { echo 'install failed: put the wheels of the pure-Python dependencies in .whl/'; exit 1; }
   DRY=0; DEVICE=cuda; PY=${PYTHON:-python3}
 else
   shift
