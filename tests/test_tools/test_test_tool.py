@@ -11,7 +11,8 @@ import torch
 from mmengine.config import Config
 from tiny_runs import run_tool, tiny_run
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import ROOT
+
 CLS_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50-w0.25_1xb128_cifar100.py')
 IN1K_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50_4xb32_in1k.py')
 DET_CFG = osp.join(ROOT, 'configs/demo/faster-rcnn_ds2net-tiny_fpn_shapes.py')

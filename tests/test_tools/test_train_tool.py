@@ -11,7 +11,8 @@ from mmengine.config import Config
 
 from mmdsnet.datasets import DatasetCheckError, check_datasets, find_problems
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import ROOT
+
 CIFAR100_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50-w0.25_1xb128_cifar100.py')
 CIFAR10_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50-w0.25_1xb128_cifar10.py')
 IN1K_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50_4xb32_in1k.py')

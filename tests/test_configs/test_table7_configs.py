@@ -15,8 +15,8 @@ from mmengine.config import Config
 pytest.importorskip('mmpretrain')
 
 from helpers import randomize  # noqa: E402
+from helpers import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'mmpretrain')
 DS_ROW = 'dsnet/dsnet50_4xb32_in1k.py'  # the schedule every Table 7 row must share
 

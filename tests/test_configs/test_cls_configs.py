@@ -9,7 +9,8 @@ from mmengine.config import Config
 
 pytest.importorskip('mmpretrain')
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import ROOT
+
 CONFIG_DIR = osp.join(ROOT, 'configs', 'mmpretrain')
 CONFIGS = sorted(
     p for p in glob.glob(osp.join(CONFIG_DIR, '**', '*.py'), recursive=True)
@@ -69,6 +70,7 @@ def test_config_follows_recipe(path):
     assert cfg.model.type == 'ImageClassifier'
     assert cfg.model.neck.type == 'GlobalAveragePooling'
     assert cfg.model.head.type == 'LinearClsHead'
+    assert cfg.model.head.get('cal_acc') is True  # the training accuracy in the log (Fig. 4)
     assert cfg.data_preprocessor.num_classes == cfg.model.head.num_classes
     if name['data'] == 'in1k':
         assert gpus * per_gpu == 128 and opt.lr == 0.05 and opt.weight_decay == 1e-4
@@ -84,6 +86,9 @@ def test_config_follows_recipe(path):
     else:
         assert gpus * per_gpu == 128 and opt.lr == 0.1 and opt.weight_decay == 5e-4
         assert cfg.train_cfg.type == 'IterBasedTrainLoop'
+        # an iteration schedule: a stream that never restarts at epoch ends (test_cls_e2e.py)
+        assert cfg.train_dataloader.sampler == dict(type='InfiniteSampler', shuffle=True)
+        assert cfg.val_dataloader.sampler.type == 'DefaultSampler'  # evaluation: one pass
         assert cfg.train_cfg.max_iters == 64000
         assert cfg.param_scheduler.milestones == [32000, 48000]
         assert cfg.param_scheduler.by_epoch is False

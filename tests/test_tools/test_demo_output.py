@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip('cv2')
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'tools'))
 import demo  # noqa: E402
 
