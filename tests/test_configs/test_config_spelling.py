@@ -1,4 +1,4 @@
-"""Every config spells our classes one way and agrees with its backbone's channels (issue 13)."""
+"""Every config spells our classes one way and agrees with its backbone's channels."""
 import glob
 import os.path as osp
 

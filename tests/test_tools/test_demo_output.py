@@ -1,5 +1,5 @@
 """tools/demo.py's picture says what its columns are: ground truth, and predictions above the
-score threshold (issue 11, dead end 5)."""
+score threshold."""
 import json
 import sys
 from pathlib import Path

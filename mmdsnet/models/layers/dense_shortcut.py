@@ -8,7 +8,7 @@ NORM_TYPES = ('GN', 'LN', 'IN', 'BN')
 WEIGHT_TYPES = ('channel', 'none')
 INIT_SCHEMES = ('uniform', 'last')
 #: The initial ``W`` (docs/design.md, "The initial value of W": the learning check behind it).
-#: ``shortcut_init=1.0`` gives the behaviour before issue 14.
+#: ``shortcut_init=1.0`` gives the earlier default (every ``W`` at one).
 DEFAULT_SHORTCUT_INIT = 'uniform'
 DEFAULT_GN_GROUPS = 32
 #: The activation after the dense sum (``shortcut_act``): ResNet's ReLU after its addition, or
@@ -144,7 +144,7 @@ class DenseShortcut(nn.Module):
             ``'uniform'`` (the default) is ``1 / l`` for every ``i``, so that the weighted sum of
             ``l`` normalized sources keeps the scale of one; ``'last'`` is ``W_l^{l-1} = 1`` and
             0 for every earlier source, so that at initialization block ``l`` sees only its
-            predecessor, as in ResNet but normalized. ``1.0`` was the default before issue 14.
+            predecessor, as in ResNet but normalized. ``1.0`` was the earlier default.
     """
 
     def __init__(self, channels: int, num_sources: int, weight: str = 'channel',
