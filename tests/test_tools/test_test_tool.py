@@ -142,7 +142,7 @@ def test_dump_json_results(tmp_path):
     from mmengine.structures import InstanceData
     from mmpretrain.structures import DataSample
 
-    from mmdsnet.engine.dump_results import DumpJsonResults
+    from mmdsnet.evaluation.dump_results import DumpJsonResults
     cls = DataSample().set_gt_label(2).set_pred_label(2).set_pred_score(
         torch.tensor([0.1, 0.2, 0.7]))
     det = DetDataSample(metainfo=dict(img_path='a.png', img_shape=(8, 8)))

@@ -1,4 +1,6 @@
-"""The dense weighted normalized shortcut ``DS(Y_i) = W^i * N(Y_i)`` (paper Eq. 10-12)."""
+"""The parts of the dense weighted normalized shortcut ``DS(Y_i) = W^i * N(Y_i)`` (paper Eq.
+10-12): the weights ``W`` (:class:`DenseShortcut`), the parameter-free norms ``N`` and their
+GroupNorm group rule. :class:`~mmdsnet.models.layers.DenseAggregation` puts them together."""
 from typing import Optional, Union
 
 import torch
@@ -131,9 +133,12 @@ def _build_registered_norm(norm_type, kwargs: dict, channels: int) -> nn.Module:
 class DenseShortcut(nn.Module):
     """``W_l``: the channel-wise weights ``W_l^i`` of the shortcuts into block ``l`` (Eq. 12).
 
+    Only the weights, despite the name (kept: it is the module of the checkpoint keys
+    ``...shortcuts.{j}.weight`` and of the public API): the norms ``N(Y_i)`` are computed once per
+    source and shared by every later block, so they live in
+    :class:`~mmdsnet.models.layers.DenseAggregation`'s ``norms``, which also does the arithmetic.
     One ``(num_sources, C, 1, 1)`` parameter (one checkpoint key per block), or no parameter for
-    ``weight='none'`` (every weight fixed at 1; Table 1 "no weight"). The arithmetic is
-    :class:`~mmdsnet.models.layers.DenseAggregation`'s.
+    ``weight='none'`` (every weight fixed at 1; Table 1 "no weight").
 
     Args:
         channels (int): Channels of ``X_l`` and of every source.
