@@ -1,4 +1,4 @@
-"""Safe checkpoint loading for mmengine 0.10.7 under torch>=2.6 (ECOSYSTEM_NOTES 1.1).
+"""Safe checkpoint loading for mmengine 0.10.7 under torch>=2.6.
 
 torch>=2.6 loads with ``weights_only=True`` by default; mmengine 0.10.7 calls ``torch.load``
 without ``weights_only``, so every Runner checkpoint (its message hub holds ``HistoryBuffer``

@@ -1,5 +1,10 @@
-"""Shared test helpers (the tests folder is on sys.path under pytest)."""
+"""Shared test helpers (importable from every test folder: pytest puts tests/, the folder of
+conftest.py, on sys.path)."""
+import os.path as osp
+
 import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the repository
 
 
 def randomize(model, seed=0):

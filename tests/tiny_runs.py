@@ -1,18 +1,60 @@
 """Tiny classification runs shared by the tool tests (trained once per test session).
 
-The data is test_cls_e2e.py's generated CIFAR-100-format set; the configs are the real
+The data is generated: a few hundred 32x32 images of four classes that survive the random crop
+and flip (three classes have one dominant colour channel, one has horizontal stripes), pickled in
+exactly the layout mmpretrain's ``CIFAR100`` reads (``cifar-100-python/{train,test}``).
+mmpretrain checks the md5 of the official files; a tiny helper module (``PATCH_MODULE``),
+imported through the config's ``custom_imports``, sets those md5s to None. The configs are the real
 DSNet50 0.25x CIFAR-100 config shrunk to DSNet-26 at 1/8 width (and its ResNet baseline,
 ``shortcut='identity'``), trained 4 iterations with validation at 2 and 4 through tools/train.py
 in a subprocess, so that the logs, checkpoints and dumped configs are the real ones.
 """
 import os
 import os.path as osp
+import pickle
 import subprocess
 import sys
 
-from test_cls_e2e import CONFIG, PATCH_MODULE, make_tiny_cifar100
+import numpy as np
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import ROOT
+
+CONFIG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50-w0.25_1xb128_cifar100.py')
+NUM_CLASSES = 4
+
+
+def make_images(n: int, rng: np.random.Generator):
+    """``n`` uint8 images (N, 3, 32, 32) of NUM_CLASSES learnable classes and their labels."""
+    labels = rng.integers(0, NUM_CLASSES, n)
+    imgs = rng.integers(0, 80, (n, 3, 32, 32)).astype(np.uint8)
+    for i, y in enumerate(labels):
+        if y < 3:
+            imgs[i, y] += 150  # one dominant colour channel
+        else:
+            imgs[i, :, ::4] += 150  # horizontal stripes: unchanged by flips, shifted by crops
+    return imgs, labels
+
+
+def make_tiny_cifar100(root: str, n_train: int = 192, n_test: int = 64, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    base = osp.join(root, 'cifar-100-python')
+    os.makedirs(base, exist_ok=True)
+    for name, n in (('train', n_train), ('test', n_test)):
+        imgs, labels = make_images(n, rng)
+        entry = {'data': imgs.reshape(n, -1), 'fine_labels': labels.tolist(),
+                 'coarse_labels': [0] * n, 'filenames': [f'{name}_{i}.png' for i in range(n)],
+                 'batch_label': name}
+        with open(osp.join(base, name), 'wb') as f:
+            pickle.dump(entry, f, protocol=2)
+
+
+PATCH_MODULE = '''"""Accept generated CIFAR-100 files (mmpretrain checks the official md5)."""
+from mmpretrain.datasets import CIFAR100
+
+CIFAR100.train_list = [['train', None]]
+CIFAR100.test_list = [['test', None]]
+'''
+
 _CACHE = {}
 
 TINY_CONFIG = '''_base_ = ['{base}']

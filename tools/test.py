@@ -54,7 +54,7 @@ def setup_cfg(args) -> Config:
 
     if args.out is not None:
         if args.out.endswith('.json'):
-            import mmdsnet.engine.dump_results  # noqa: F401  (registers DumpJsonResults)
+            import mmdsnet.evaluation.dump_results  # noqa: F401  (registers DumpJsonResults)
             dumper = 'DumpJsonResults'
         elif not args.out.endswith(('.pkl', '.pickle')):
             raise SystemExit(f'--out must be a .pkl, .pickle or .json file, got {args.out}')

@@ -74,7 +74,7 @@ def setup_cfg(args) -> Config:
 
 
 def describe_batch_and_lr(cfg, world_size: int) -> str:
-    """One line with the total batch size and the lr the run will use (ECOSYSTEM_NOTES 4.5)."""
+    """One line with the total batch size and the lr the run will use (after auto_scale_lr)."""
     per_gpu = (cfg.get('train_dataloader') or {}).get('batch_size')
     if per_gpu is None:
         return 'total batch size: unknown (no train_dataloader.batch_size)'

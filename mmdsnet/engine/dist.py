@@ -1,4 +1,4 @@
-"""torch.distributed on CPU-only machines through MMEngine's launchers (ECOSYSTEM_NOTES 4.2/4.3).
+"""torch.distributed on CPU-only machines through MMEngine's launchers.
 
 mmengine 0.10.7 assumes CUDA twice: its ``pytorch``/``slurm`` launchers call
 ``torch.cuda.set_device`` before ``init_process_group`` (and default to nccl), and

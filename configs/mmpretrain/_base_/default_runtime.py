@@ -1,6 +1,6 @@
 # Runtime shared by every mmdsnet classification config (mmpretrain scope, mmdsnet's models).
 # Self-contained on purpose: `mmpretrain::` bases need pkg_resources, which setuptools>=82 lacks
-# under mmengine 0.10.7 (ECOSYSTEM_NOTES 1.6).
+# under mmengine 0.10.7.
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mmdsnet'], allow_failed_imports=False)
 

@@ -2,7 +2,7 @@
 # rows (4 GPUs x 32 images, lr 0.05, 100 epochs, lr x0.1 every 30).
 # WRN-50-2 baseline = DSNet(shortcut='identity') with the bottleneck's 3x3 conv twice as wide
 # (width_per_group=128), the same network as mmpretrain's wide-resnet50 (ResNet with
-# base_channels=128, expansion=2) and torchvision's wide_resnet50_2 (tests/test_table7_configs.py).
+# base_channels=128, expansion=2) and torchvision's wide_resnet50_2 (tests/test_models/).
 _base_ = [
     '../_base_/models/dsnet50_in1k.py',
     '../_base_/datasets/imagenet_bs32.py',

@@ -53,7 +53,7 @@ class DSNet(BaseModule):
         shortcut_weight (str): ``'channel'`` (learnable ``W_l^i``, default) or ``'none'``.
         shortcut_init (float | str): Initial value of ``W``: ``'uniform'`` (``W_l^i = 1/l``,
             the default), ``'last'`` (``W_l^{l-1} = 1``, the rest 0) or a number for every
-            ``W_l^i`` (``1.0``: the default before issue 14); see
+            ``W_l^i`` (``1.0``: the earlier default); see
             :class:`~mmdsnet.models.layers.DenseShortcut` and docs/design.md.
         shortcut_act (str | None): The activation after every dense sum (and DS2's inner one):
             ``'relu'`` (ResNet's ReLU after its addition) or None / ``'none'`` (Eq. 12 as the

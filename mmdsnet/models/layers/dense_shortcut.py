@@ -1,4 +1,6 @@
-"""The dense weighted normalized shortcut ``DS(Y_i) = W^i * N(Y_i)`` (paper Eq. 10-12)."""
+"""The parts of the dense weighted normalized shortcut ``DS(Y_i) = W^i * N(Y_i)`` (paper Eq.
+10-12): the weights ``W`` (:class:`DenseShortcut`), the parameter-free norms ``N`` and their
+GroupNorm group rule. :class:`~mmdsnet.models.layers.DenseAggregation` puts them together."""
 from typing import Optional, Union
 
 import torch
@@ -8,7 +10,7 @@ NORM_TYPES = ('GN', 'LN', 'IN', 'BN')
 WEIGHT_TYPES = ('channel', 'none')
 INIT_SCHEMES = ('uniform', 'last')
 #: The initial ``W`` (docs/design.md, "The initial value of W": the learning check behind it).
-#: ``shortcut_init=1.0`` gives the behaviour before issue 14.
+#: ``shortcut_init=1.0`` gives the earlier default (every ``W`` at one).
 DEFAULT_SHORTCUT_INIT = 'uniform'
 DEFAULT_GN_GROUPS = 32
 #: The activation after the dense sum (``shortcut_act``): ResNet's ReLU after its addition, or
@@ -131,9 +133,12 @@ def _build_registered_norm(norm_type, kwargs: dict, channels: int) -> nn.Module:
 class DenseShortcut(nn.Module):
     """``W_l``: the channel-wise weights ``W_l^i`` of the shortcuts into block ``l`` (Eq. 12).
 
+    Only the weights, despite the name (kept: it is the module of the checkpoint keys
+    ``...shortcuts.{j}.weight`` and of the public API): the norms ``N(Y_i)`` are computed once per
+    source and shared by every later block, so they live in
+    :class:`~mmdsnet.models.layers.DenseAggregation`'s ``norms``, which also does the arithmetic.
     One ``(num_sources, C, 1, 1)`` parameter (one checkpoint key per block), or no parameter for
-    ``weight='none'`` (every weight fixed at 1; Table 1 "no weight"). The arithmetic is
-    :class:`~mmdsnet.models.layers.DenseAggregation`'s.
+    ``weight='none'`` (every weight fixed at 1; Table 1 "no weight").
 
     Args:
         channels (int): Channels of ``X_l`` and of every source.
@@ -144,7 +149,7 @@ class DenseShortcut(nn.Module):
             ``'uniform'`` (the default) is ``1 / l`` for every ``i``, so that the weighted sum of
             ``l`` normalized sources keeps the scale of one; ``'last'`` is ``W_l^{l-1} = 1`` and
             0 for every earlier source, so that at initialization block ``l`` sees only its
-            predecessor, as in ResNet but normalized. ``1.0`` was the default before issue 14.
+            predecessor, as in ResNet but normalized. ``1.0`` was the earlier default.
     """
 
     def __init__(self, channels: int, num_sources: int, weight: str = 'channel',

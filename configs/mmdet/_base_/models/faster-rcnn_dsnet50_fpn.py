@@ -1,6 +1,7 @@
 # Faster R-CNN + FPN with a DSNet50 backbone (the paper's Table 8 detector).
 # Mirrors mmdet 3.3.0's configs/_base_/models/faster-rcnn_r50_fpn.py with only the backbone
-# replaced; tests/test_det_configs.py::test_base_detector_mirrors_mmdet fails when the two drift.
+# replaced; tests/test_configs/test_det_configs.py::test_base_detector_mirrors_mmdet fails when
+# the two drift.
 # A copy rather than an `mmdet::` base: mmengine 0.10.7 resolves `mmdet::` with pkg_resources,
 # which warns on every run under our setuptools<81 pin and is gone from setuptools>=82.
 model = dict(

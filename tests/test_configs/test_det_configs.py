@@ -14,7 +14,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.utils import import_modules_from_strings  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TABLE8 = {  # short config name -> (backbone type, shortcut, checkpoint)
     'faster_rcnn_r50_coco.py': ('mmdsnet.DSNet', 'identity', 'checkpoints/resnet50_in1k.pth'),
     'faster_rcnn_dsnet50_coco.py': ('mmdsnet.DSNet', 'dense', 'checkpoints/dsnet50_in1k.pth'),

@@ -26,7 +26,7 @@ from torch import nn
 from mmdsnet.models import DS2Net
 from mmdsnet.models.pretrained import OldCheckpointKeysError, rename_old_keys
 
-DATA = Path(__file__).resolve().parent / 'data'
+DATA = Path(__file__).resolve().parents[1] / 'data'
 LEGACY = DATA / 'legacy_ds2net38_1d19ef9.pth'
 CKPT = DATA / 'ds2net26-tiny_cifar10_old-keys.pth'
 PROBE = DATA / 'ds2net26-tiny_cifar10_old-keys_probe.pth'

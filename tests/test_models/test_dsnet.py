@@ -5,7 +5,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdsnet.models import DS2Net, DSLayer, DSNet
 
-from helpers import randomize
+from helpers import ROOT, randomize
 
 TINY = dict(base_channels=8, shortcut_norm_cfg=dict(type='GN', num_groups=4))
 
@@ -61,51 +61,43 @@ def test_each_normalization_runs_once_per_forward():
 
 
 # --------------------------------------------------------------------------- ResNet equivalence
-@pytest.mark.parametrize('depth', [50, 101])
-def test_identity_mode_is_mmpretrain_resnet(depth):
-    from mmpretrain.models import ResNet
-    theirs = randomize(ResNet(depth=depth, out_indices=(0, 1, 2, 3)))
+# (name, mmpretrain's network, our backbone: DSNet kwargs or the baseline config that builds it,
+# input size). Our identity mode is the stock network: its weights load strictly (an mmpretrain /
+# torchvision checkpoint loads as is) and every stage's output is bit-identical.
+STOCK = [
+    ('ResNet-50', dict(type='ResNet', depth=50), dict(depth=50), 64),
+    ('ResNet-101', dict(type='ResNet', depth=101), dict(depth=101), 32),
+    ('ResNet-18', dict(type='ResNet', depth=18), dict(depth=18, block='basic'), 32),
+    ('ResNet_CIFAR-50', dict(type='ResNet_CIFAR', depth=50), dict(depth=50, stem='cifar'), 32),
+    # Res2Net v1 (plain 7x7 stem, conv projection): the first block of every stage pools its
+    # last split, stride 1 included, as Res2Net's "stage" blocks do
+    ('Res2Net-50 26w4s', dict(type='Res2Net', depth=50, base_width=26, scales=4, deep_stem=False,
+                              avg_down=False),
+     dict(depth=50, block='bottle2neck', block_cfg=dict(base_width=26, scales=4)), 32),
+    ('ResNeXt-50 32x4d (config)', dict(type='ResNeXt', depth=50, groups=32, width_per_group=4),
+     'resnet/resnext50-32x4d_4xb32_in1k.py', 32),
+    ('WRN-50-2 (config)', dict(type='ResNet', depth=50, stem_channels=64, base_channels=128,
+                               expansion=2), 'resnet/wrn50-2_4xb32_in1k.py', 32),
+]
+
+
+@pytest.mark.parametrize('name, stock, ours, size', STOCK, ids=[s[0] for s in STOCK])
+def test_identity_mode_is_the_stock_network(name, stock, ours, size):
+    from mmpretrain.registry import MODELS
+    theirs = randomize(MODELS.build(dict(stock, out_indices=(0, 1, 2, 3))))
     theirs.eval()  # (mmpretrain's ResNet.train() returns None: no chaining)
-    ours = DSNet(depth=depth, shortcut='identity', out_indices=(0, 1, 2, 3)).eval()
-    # same keys, strictly: an mmpretrain / torchvision ResNet checkpoint loads as is
+    if isinstance(ours, str):  # a baseline config: its backbone is DSNet(shortcut='identity')
+        from mmengine.config import Config
+        ours = dict(Config.fromfile(f'{ROOT}/configs/mmpretrain/{ours}').model.backbone)
+        assert ours.pop('type') == 'mmdsnet.DSNet' and ours['shortcut'] == 'identity'
+        ours.pop('init_cfg', None)
+    else:
+        ours = dict(ours, shortcut='identity')
+    ours = DSNet(**dict(ours, out_indices=(0, 1, 2, 3))).eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
-        for a, b in zip(ours(x), theirs(x)):
-            torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
-def test_identity_mode_is_mmpretrain_resnet_cifar_and_resnet18():
-    from mmpretrain.models import ResNet, ResNet_CIFAR
-    theirs = randomize(ResNet_CIFAR(depth=50))
-    theirs.eval()
-    ours = DSNet(depth=50, shortcut='identity', stem='cifar').eval()
-    ours.load_state_dict(theirs.state_dict(), strict=True)
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=0, atol=0)
-    theirs = randomize(ResNet(depth=18))
-    theirs.eval()
-    ours = DSNet(depth=18, block='basic', shortcut='identity').eval()
-    ours.load_state_dict(theirs.state_dict(), strict=True)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=0, atol=0)
-
-
-def test_identity_mode_is_mmpretrain_res2net():
-    """Res2Net-50 26w4s (v1: plain 7x7 stem, conv projection): mmpretrain's weights load strictly
-    and the outputs of all four stages are bit-identical (the first block of every stage pools
-    its last split, stride 1 included, as Res2Net's "stage" blocks do)."""
-    from mmpretrain.models import Res2Net
-    theirs = randomize(Res2Net(depth=50, base_width=26, scales=4, deep_stem=False,
-                               avg_down=False, out_indices=(0, 1, 2, 3)))
-    theirs.eval()
-    ours = DSNet(depth=50, block='bottle2neck', shortcut='identity', out_indices=(0, 1, 2, 3),
-                 block_cfg=dict(base_width=26, scales=4)).eval()
-    ours.load_state_dict(theirs.state_dict(), strict=True)
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        for a, b in zip(ours(x), theirs(x)):
+        for a, b in zip(ours(x), theirs(x), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -115,19 +107,21 @@ def _count(m):
 
 
 def test_parameter_overhead_matches_the_paper():
-    resnet = _count(DSNet(depth=50, shortcut='identity'))
+    with torch.device('meta'):  # counts only: no memory, no init
+        resnet = _count(DSNet(depth=50, shortcut='identity'))
+        dsnet, ds2net = _count(DSNet(depth=50)), _count(DS2Net(depth=50))
     fc = 2048 * 1000 + 1000  # the paper counts the classifier: ResNet50 has 25.6M
     assert resnet + fc == 25_557_032
     # DSNet50: sum over stages of C * n(n-1)/2 = 256*3 + 512*6 + 1024*15 + 2048*3
-    extra = _count(DSNet(depth=50)) - resnet
+    extra = dsnet - resnet
     assert extra == 25_344
     assert round(100 * extra / (resnet + fc), 3) == 0.099
     # DS2Net50 adds one mid-width vector per stride-1 3x3 conv (13 of 16 blocks): 2,880 more
-    extra2 = _count(DS2Net(depth=50)) - resnet
+    extra2 = ds2net - resnet
     assert extra2 == 25_344 + 64 * 3 + 128 * 3 + 256 * 5 + 512 * 2 == 28_224
     assert extra2 / (resnet + fc) < 0.0015  # "less than 0.15%" (paper 4.2)
     # Reading Y_0 as the raw stage input would give every block one more source, n(n+1)/2 per
-    # stage: 0.158%, the reading DESIGN.md rejects.
+    # stage: 0.158%, above the paper's bound (the reading docs/design.md rejects).
     raw = 256 * 6 + 512 * 10 + 1024 * 21 + 2048 * 6
     assert round(100 * raw / (resnet + fc), 3) == 0.158
 

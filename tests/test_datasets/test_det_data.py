@@ -11,7 +11,7 @@ from mmdsnet.datasets.coco_layout import (CocoLayoutError, check_coco_dataset, c
                                           check_images)
 from mmdsnet.datasets.synthetic_det import make_synthetic_coco
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'tools' / 'data'))
 sys.path.insert(0, str(ROOT / 'tools' / 'analysis'))
 import coco_table  # noqa: E402

@@ -37,7 +37,7 @@ def _runner_like_checkpoint(path):
 
 
 def test_plain_torch_load_fails_without_the_patch(tmp_path):
-    """The problem being solved (ECOSYSTEM_NOTES 1.1): weights_only rejects HistoryBuffer."""
+    """The problem being solved: torch>=2.6's weights_only rejects HistoryBuffer."""
     path = tmp_path / 'iter_3.pth'
     _runner_like_checkpoint(path)
     saved = torch.serialization.get_safe_globals()

@@ -1,5 +1,5 @@
-"""Every variant of DESIGN.md's table builds from a config dict, in mmdet's and mmpretrain's
-scopes, by plain and scoped type names, and trains a step at its expected output shapes."""
+"""Every variant of docs/design.md's table builds from a config dict (in mmdet's or mmpretrain's
+scope, by plain and scoped type names) and trains a step at its expected output shapes."""
 import subprocess
 import sys
 
@@ -50,20 +50,20 @@ VARIANTS = [
                                     block_cfg=dict(width_per_group=128)), 32,
      (64, 128, 256, 512)),
     ('CIFAR stem', dict(type='DS2Net', stem='cifar', base_channels=Q), 16, (64, 128, 256, 512)),
-] + [(f'depth {d}', dict(type='DS2Net', depth=d, base_channels=Q), 32, (64, 128, 256, 512))
-     for d in (26, 38, 77, 101, 152)]
+    ('depth 26', dict(type='DS2Net', depth=26, base_channels=Q), 32, (64, 128, 256, 512)),
+]
+SCOPES = ['mmdet', 'mmpretrain']
 
 
-@pytest.mark.parametrize('scope', ['mmdet', 'mmpretrain'])
 @pytest.mark.parametrize('name, cfg, size, channels', VARIANTS, ids=[v[0] for v in VARIANTS])
-def test_variant_builds_and_trains_in_scope(scope, name, cfg, size, channels):
+def test_variant_builds_and_trains(name, cfg, size, channels):
+    """Each variant once, built in one of the two scopes (alternately)."""
+    scope = SCOPES[[v[0] for v in VARIANTS].index(name) % 2]
     registry = pytest.importorskip(f'{scope}.registry').MODELS
     n = len(channels)
-    cfg = dict(cfg, out_indices=tuple(range(n)))
-    for type_name in (cfg['type'], f"mmdsnet.{cfg['type']}"):
-        with DefaultScope.overwrite_default_scope(scope):
-            model = registry.build(dict(cfg, type=type_name))
-        assert type(model).__name__ == cfg['type']
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry.build(dict(cfg, out_indices=tuple(range(n))))
+    assert type(model).__name__ == cfg['type']
     model.init_weights()
     model.train()
     feats = model(torch.randn(2, 3, size, size))
@@ -74,17 +74,31 @@ def test_variant_builds_and_trains_in_scope(scope, name, cfg, size, channels):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_paper_size_variants_have_the_papers_parameter_counts():
-    from mmdsnet.models import DS2Net, DSNet
+@pytest.mark.parametrize('scope', SCOPES)
+def test_plain_and_scoped_type_names_build_in_scope(scope):
+    registry = pytest.importorskip(f'{scope}.registry').MODELS
+    for cls in ('DSNet', 'DS2Net'):
+        for type_name in (cls, f'mmdsnet.{cls}'):
+            with DefaultScope.overwrite_default_scope(scope):
+                model = registry.build(dict(type=type_name, depth=26, base_channels=8))
+            assert type(model).__name__ == cls
 
-    def millions(m, classes):
-        fc = m.stage_channels[-1] * classes + classes
-        return round((sum(p.numel() for p in m.parameters()) + fc) / 1e6, 1)
 
-    # Table 6 (CIFAR-100): DSWRN-28-10 36.5M; Table 7 (ImageNet): DSNet50 / DS2Net50 25.6M
-    assert millions(DSNet(depth=28, block='basic', stem='cifar', stem_channels=16,
-                          base_channels=160), 100) == 36.5
-    assert millions(DSNet(depth=50), 1000) == 25.6 == millions(DS2Net(depth=50), 1000)
+@pytest.mark.parametrize('block, depths', [('bottleneck', (26, 29, 38, 50, 77, 101, 152)),
+                                           ('basic', (18, 28, 34)),
+                                           ('bottle2neck', (50, 101, 152))])
+def test_depth_is_the_number_of_weighted_layers(block, depths):
+    """The name's depth counts the stem conv, the convs of every block (not the projections)
+    and the classifier, except WRN-28's 6n + 4; built on the meta device (no memory, no init)."""
+    from mmdsnet.models import DSNet
+    per_block = {'basic': 2, 'bottleneck': 3, 'bottle2neck': 3}[block]
+    for depth in depths:
+        with torch.device('meta'):
+            model = DSNet(depth=depth, block=block, out_indices=(-1, ))
+        blocks = [m for n, m in model.named_modules()
+                  if n.startswith('layer') and n.count('.') == 1 and hasattr(m, 'conv1')]
+        extra = 4 if (block, depth) == ('basic', 28) else 2
+        assert per_block * len(blocks) + extra == depth, (block, depth)
 
 
 def test_import_mmdsnet_does_not_import_mmdet_or_mmpretrain():

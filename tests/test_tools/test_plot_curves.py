@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tiny_runs import run_tool, tiny_run
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import ROOT
 
 
 @pytest.fixture(scope='module')

@@ -23,7 +23,7 @@ pytest.importorskip('mmpretrain', reason='the classification checkpoint needs mm
 
 from mmdsnet.models.pretrained import PretrainedMismatchError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'tools'))
 import demo  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Every config spells our classes one way and agrees with its backbone's channels (issue 13)."""
+"""Every config spells our classes one way and agrees with its backbone's channels."""
 import glob
 import os.path as osp
 
@@ -8,7 +8,8 @@ from mmengine.config import Config
 from mmdsnet.engine import check_cfg
 from mmdsnet.engine.cfg_checks import OUR_TYPES, iter_typed
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import ROOT
+
 CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
                  if '_base_' not in p.split(osp.sep))
 IDS = [osp.relpath(p, osp.join(ROOT, 'configs')) for p in CONFIGS]

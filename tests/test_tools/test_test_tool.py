@@ -1,5 +1,5 @@
 """tools/test.py: --show / --show-dir / --interval / --tta with mmdet's and mmpretrain's meanings,
-and --out as pkl or json."""
+--out as pkl or json, the metrics tables, the data hint; through the tool on tiny runs (slow)."""
 import importlib.util
 import json
 import os.path as osp
@@ -11,10 +11,12 @@ import torch
 from mmengine.config import Config
 from tiny_runs import run_tool, tiny_run
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import ROOT
+
 CLS_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50-w0.25_1xb128_cifar100.py')
 IN1K_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50_4xb32_in1k.py')
 DET_CFG = osp.join(ROOT, 'configs/demo/faster-rcnn_ds2net-tiny_fpn_shapes.py')
+COCO_CFG = osp.join(ROOT, 'configs/faster_rcnn_ds2net50_coco.py')
 
 
 @pytest.fixture(scope='module')
@@ -116,8 +118,10 @@ def test_tta_model_runs_on_a_batch(tool, tmp_path_factory):
     torch.testing.assert_close(merged.pred_score, scores.mean(0))
 
 
-def test_out_formats(tool):
+def test_out_formats_and_metrics_table(tool):
     cfg = setup(tool, CLS_CFG, 'c.pth', '--out', 'r.pkl')
+    assert cfg.load_from == 'c.pth'
+    assert cfg.test_evaluator[0]['type'] == 'Accuracy'  # the config's own, then the dump
     assert cfg.test_evaluator[-1] == dict(type='DumpResults', out_file_path='r.pkl')
     cfg = setup(tool, DET_CFG, 'c.pth', '--out', 'r.pickle')
     assert cfg.test_evaluator[-1] == dict(type='DumpDetResults', out_file_path='r.pickle')
@@ -125,6 +129,12 @@ def test_out_formats(tool):
     assert cfg.test_evaluator[-1] == dict(type='DumpJsonResults', out_file_path='r.json')
     with pytest.raises(SystemExit, match='.pkl, .pickle or .json'):
         setup(tool, CLS_CFG, 'c.pth', '--out', 'r.txt')
+    table = tool.format_metrics({'accuracy/top1': 26.5625, 'coco/bbox_mAP': 0.337, 'note': 'x'})
+    lines = table.splitlines()
+    assert lines[1].split('|')[1].strip() == 'metric'
+    assert any('accuracy/top1' in ln and '26.5625' in ln for ln in lines)
+    assert any('coco/bbox_mAP' in ln and '0.3370' in ln for ln in lines)
+    assert 'no metrics' in tool.format_metrics({})
 
 
 def test_dump_json_results(tmp_path):
@@ -132,7 +142,7 @@ def test_dump_json_results(tmp_path):
     from mmengine.structures import InstanceData
     from mmpretrain.structures import DataSample
 
-    from mmdsnet.engine.dump_results import DumpJsonResults
+    from mmdsnet.evaluation.dump_results import DumpJsonResults
     cls = DataSample().set_gt_label(2).set_pred_label(2).set_pred_score(
         torch.tensor([0.1, 0.2, 0.7]))
     det = DetDataSample(metainfo=dict(img_path='a.png', img_shape=(8, 8)))
@@ -206,3 +216,51 @@ def test_tta_through_the_tool(tmp_path_factory):
                       tmp / 'test_tta', '--tta', '--out', tmp / 'tta.pkl')
     with open(tmp / 'tta.pkl', 'rb') as f:
         assert len(pickle.load(f)) == 64
+
+
+# ------------------------------------------------------------------ the metrics tables
+COCO_METRICS = {'coco/bbox_mAP': 0.337, 'coco/bbox_mAP_50': 0.543, 'coco/bbox_mAP_75': 0.362,
+                'coco/bbox_mAP_s': 0.1}
+
+
+@pytest.mark.parametrize('ann_file', ['data/coco/annotations/instances_val2014.json',
+                                      '/d/coco/annotations/instances_minival2014.json'])
+def test_table8_view_for_coco_metrics(tool, ann_file):
+    evaluator = dict(type='CocoMetric', ann_file=ann_file, metric='bbox')
+    table = tool.format_table8(COCO_METRICS, 'work_dirs/x/epoch_5.pth', evaluator)
+    lines = table.splitlines()
+    assert 'mAP@.5' in lines[0] and 'mAP@.75' in lines[0] and 'mAP@[.5:.95]' in lines[0]
+    assert any('DS2Net50 (paper, Table 8)' in ln and '54.3' in ln for ln in lines)
+    assert any('epoch_5.pth' in ln and '54.3 ' in ln and '36.2' in ln and '33.7' in ln
+               for ln in lines)
+    assert tool.format_table8({'accuracy/top1': 91.0}, 'x.pth', evaluator) == ''
+
+
+def test_paper_rows_only_beside_coco_2014(tool):
+    """The demo's shapes (or any other set) get the run's own row, not the paper's beside it."""
+    demo = [dict(type='CocoMetric', ann_file='work_dirs/demo/data/annotations/val.json')]
+    table = tool.format_table8(COCO_METRICS, 'work_dirs/demo/epoch_12.pth', demo)
+    assert 'paper' not in table.split('(')[0] and 'DS2Net50' not in table
+    assert any('epoch_12.pth' in ln and '54.3' in ln for ln in table.splitlines())
+    assert 'shown only beside COCO 2014 results' in table and 'annotations/val.json' in table
+
+
+def test_missing_checkpoint(tool, tmp_path):
+    with pytest.raises(SystemExit, match='does not exist'):
+        tool.main([CLS_CFG, str(tmp_path / 'nope.pth')])
+
+
+# ------------------------------------------------------------------ the data hint, --data-root
+def test_data_hint_names_the_failed_loader_and_every_key(tool, tmp_path):
+    """test.py with no test set: the hint is about test_dataloader (and its evaluator), with
+    every key --data-root sets, not about train_dataloader."""
+    missing = tmp_path / 'nowhere'
+    with pytest.raises(SystemExit) as info:
+        tool.main([COCO_CFG, __file__, '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
+                        f'test_dataloader.dataset.data_root={missing}/'])
+    msg = str(info.value)
+    assert msg.startswith('error: Dataset check failed') and 'test_dataloader: ' in msg
+    assert 'train_dataloader' not in msg
+    assert msg.rstrip().endswith(
+        '--data-root DIR, which sets test_dataloader.dataset.data_root, test_evaluator.ann_file '
+        '(or set those keys in the config).')

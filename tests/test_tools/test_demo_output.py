@@ -1,5 +1,5 @@
 """tools/demo.py's picture says what its columns are: ground truth, and predictions above the
-score threshold (issue 11, dead end 5)."""
+score threshold."""
 import json
 import sys
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip('cv2')
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'tools'))
 import demo  # noqa: E402
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import ROOT
+
 PY = sys.executable
 
 TINY_CLS_CFG = '''
