@@ -62,7 +62,7 @@ deterministic. Triton's launcher specializes the pointer arguments on 16-byte al
 aligned sources get vector loads.
 
 The kernels also run on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1`` set before
-triton is imported): that is how tests/test_triton_kernels.py checks them without a GPU.
+triton is imported): that is how tests/test_ops/test_triton_kernels.py checks them without a GPU.
 """
 import contextlib
 from typing import List, Optional, Sequence, Tuple

@@ -9,7 +9,7 @@
 # The machine needs Python 3.12 + a CUDA torch + triton and, where it has no package registry, the
 # project's pure-Python dependencies as wheels in .whl/ (git-ignored: carry it along), which the
 # install line below installs. Then:
-#   0) tests/test_ops_cuda.py (pytest -m cuda): every Triton kernel against the operators' ATen
+#   0) tests/test_ops/test_ops_cuda.py (pytest -m cuda): every Triton kernel against the operators' ATen
 #      implementation, training steps against a float64 truth, no host synchronization in a
 #      step, CUDA-graph capture, the launch budget;
 #   and tools/analysis/benchmark.py, each ratio to the stock ResNet50s measured in the same
@@ -65,8 +65,8 @@ $PY -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torc
   torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)" \
   | tee "$OUT/versions.txt"
 
-echo "== 0) equivalence and the CUDA path's promises: tests/test_ops_cuda.py"
-timeout "$(left 300)" $PY -m pytest tests/test_ops_cuda.py -m cuda -q -rs -p no:cacheprovider \
+echo "== 0) equivalence and the CUDA path's promises: tests/test_ops/test_ops_cuda.py"
+timeout "$(left 300)" $PY -m pytest tests/test_ops/test_ops_cuda.py -m cuda -q -rs -p no:cacheprovider \
     2>&1 | tail -n 40 | tee "$OUT/equivalence.txt"
 
 MODELS_A=(ResNet50 DSNet50 DS2Net50 DSNet50@aten)

@@ -40,7 +40,7 @@ difference to the twin seed by seed (mean and standard error) and the same for t
 at a quarter and at half of the schedule, writes
 ``learning_check.json`` and draws ``learning_check.png`` (loss and validation accuracy against
 iteration, one line per model) in ``--work-dir``. A benchmark, not a unit test: the suite runs a
-much smaller version (tests/test_learning_check.py).
+much smaller version (tests/test_tools/test_learning_check.py).
 """
 import argparse
 import ast

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip('skimage', reason='the real images of the learning check ship with '
                     'scikit-image (requirements/stack.txt)')
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
                             'analysis'))
 import learning_check as lc  # noqa: E402
 
@@ -32,6 +32,7 @@ def test_textures10_is_real_balanced_and_split_by_region():
     assert torch.equal(lc.textures10(20, 10)['x_val'], data['x_val'])
 
 
+@pytest.mark.slow
 def test_dsnet_learns_real_images():
     torch.manual_seed(0)
     data = lc.textures10(train_per_class=60, val_per_class=20)

@@ -1,10 +1,11 @@
 """The dense-aggregation operators on a CUDA GPU: the Triton kernels against the operators' ATen
 implementation, training steps against a float64 truth, and the CUDA path's promises (no host
 synchronization, CUDA-graph capture, the launch budget). Marked ``cuda``: skipped without a GPU
-(tests/test_triton_kernels.py checks the same kernels on the CPU, under Triton's interpreter).
+(tests/test_ops/test_triton_kernels.py checks the same kernels on the CPU, under Triton's
+interpreter).
 tools/analysis/gpu_bench.sh runs this file first::
 
-    python -m pytest tests/test_ops_cuda.py -m cuda -q
+    python -m pytest tests/test_ops/test_ops_cuda.py -m cuda -q
 """
 import copy
 import itertools

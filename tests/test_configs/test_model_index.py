@@ -12,7 +12,7 @@ import yaml
 
 from mmdsnet.utils import model_index as mi
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 ENTRIES = mi.entries()
 BY_NAME = {e['Name']: e for e in ENTRIES}
 

@@ -13,7 +13,7 @@ import torch
 from mmdsnet.models import DS2Net
 from mmdsnet.ops import export_decompositions
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CIFAR_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/ds2net50-w0.25_1xb128_cifar100.py')
 
 
@@ -67,6 +67,7 @@ def test_export_decompositions_equal_the_operators():
         torch.testing.assert_close(ep.module()(x)[-1], m2(x)[-1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch_and_refuses_a_mismatch(tmp_path):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('onnxscript')
@@ -90,6 +91,7 @@ def _onnx_axes(path):
             for v in list(graph.input) + list(graph.output)}
 
 
+@pytest.mark.slow
 def test_onnx_export_has_dynamic_axes_and_stage_names(tmp_path):
     """Batch and H x W dynamic by default (checked at two batch sizes and two input sizes),
     outputs named after the stages; --fixed-shape fixes them."""

@@ -54,7 +54,7 @@ from importlib.util import find_spec
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.skipif(
     find_spec('triton') is None,
     reason='triton is not installed: no Triton kernel is registered, ATen is all there is')
@@ -654,7 +654,7 @@ def _run_all(path, only=()):
             json.dump(results, f, indent=1)
 
 
-if __name__ == '__main__':  # python tests/test_triton_kernels.py RESULTS.json [NAME_PART ...]
+if __name__ == '__main__':  # python tests/test_ops/test_triton_kernels.py RESULTS.json [NAME ...]
     _run_all(sys.argv[1], sys.argv[2:])
 
 

@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from mmdsnet.datasets import DatasetCheckError, check_datasets, find_problems
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 IN1K_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50_4xb32_in1k.py')
 
 

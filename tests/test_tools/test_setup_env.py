@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(ROOT, 'tools', 'setup_env.sh')
 
 # The venv's python: "-m pip ..." is logged and faked (download: an sdist with mmcv's c++17 flag;

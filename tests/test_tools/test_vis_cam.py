@@ -10,7 +10,7 @@ from tiny_runs import run_tool, tiny_setup
 from helpers import randomize
 
 pytest.importorskip('pytorch_grad_cam')
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
