@@ -321,12 +321,13 @@ def combine(paths: List[str]) -> dict:
 
 def report(results: dict, iters: int) -> str:
     twin = results.get(TWIN)
-    lines = [f'{"model":<16} {"val acc mean":>12} {"min-max":>13}   training loss (mean of seeds) '
-             f'at 10%, 20%, ... of {iters} iterations']
+    w = max(16, *(len(name) for name in results))
+    lines = [f'{"model":<{w}} {"val acc mean":>12} {"min-max":>13}   training loss (mean of '
+             f'seeds) at 10%, 20%, ... of {iters} iterations']
     for name, res in results.items():
         curve = res['mean_curve']
         marks = [curve[max(round(len(curve) * k / 10) - 1, 0)][1] for k in range(1, 11)]
-        lines.append(f'{name:<16} {res["mean_acc"]:>12.3f} {res["min_acc"]:>6.3f}-'
+        lines.append(f'{name:<{w}} {res["mean_acc"]:>12.3f} {res["min_acc"]:>6.3f}-'
                      f'{res["max_acc"]:.3f}   ' + ' '.join(f'{v:.3f}' for v in marks))
     for name, res in results.items():
         if twin is None or res is twin:
