@@ -655,6 +655,8 @@ def _run_all(path, only=()):
 
 
 if __name__ == '__main__':  # python tests/test_ops/test_triton_kernels.py RESULTS.json [NAME ...]
+    # as pytest does, the tests' shared helpers (tests/helpers.py) on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     _run_all(sys.argv[1], sys.argv[2:])
 
 
