@@ -133,7 +133,7 @@ def test_aggregation_is_captured_in_a_cuda_graph():
 
 def test_launch_budget_of_a_training_step():
     """DSNet50's training step launches 48 Triton kernels: 12 statistics, 12 aggregations, at
-    most 24 backward passes (72 before issue 20)."""
+    most 24 backward passes (72 with the earlier pointer-table kernels)."""
     ta = _ta()
     model, x = _dsnet50()
     model(x)[-1].sum().backward()

@@ -27,7 +27,8 @@ case's result from the child. Cases:
   the reference form in float64 (1e-9) and a DSNet bf16-autocast step against the ATen
   operators; the switch ``use_implementation`` (ATen: no kernel runs, eager or dispatched);
 * the launch budget of one DSNet50 / DS2Net50 training step (one launch per statistic and per
-  aggregation forward, at most two per backward: 48 / 100 launches, 72 / 150 before issue 20)
+  aggregation forward, at most two per backward: 48 / 100 launches, 72 / 150 with the earlier
+  pointer-table kernels)
   and no host work per call but launching and allocating the outputs (a TorchDispatchMode
   around each call: no copy, no pinned memory, no ``.item()``, no temporary);
 * inputs the kernels do not take (a strided slice, sources of two dtypes) give ATen's result
@@ -488,8 +489,8 @@ def _dsnet50_step(cls):
 def check_launch_budget():
     """One training step of DSNet50 and of DS2Net50 on the kernels: one launch per statistic
     (norm_stats), one per aggregation forward, at most two per aggregation backward (<= K
-    sources per aggregation here). Before issue 20 the DSNet50 step made 72 (two per statistic,
-    three per backward)."""
+    sources per aggregation here). With the earlier pointer-table kernels the DSNet50 step made
+    72 (two per statistic, three per backward)."""
     from mmdsnet.models import DS2Net, DSNet
     totals = {}
     # (aggregations = statistics: DSNet50 12 (stages of 3/4/6/3 blocks), DS2Net50 25 (plus 13

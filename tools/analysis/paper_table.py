@@ -302,7 +302,8 @@ def _benchmark_module():
 def table9(bench_files: Sequence[str]) -> str:
     """Ratios of memory and time per iteration, ours (per JSON) beside the paper's. Ours divide by
     the best stock ResNet50 of the run (benchmark.py's references, named in "source"); a JSON
-    without stock baselines (before issue 15) divides by its ``ResNet50`` row."""
+    without stock baselines (written before they were measured) divides by its ``ResNet50``
+    row."""
     bench = _benchmark_module()
     paper = bench.PAPER
     head = ['paper row', 'model (run)', "paper MB (x R50)", 'ours MB (x ref)', 'ours - paper x',
