@@ -1,4 +1,4 @@
-"""mmdsnet's custom operators (see :mod:`mmdsnet.ops.dense_aggregate`).
+"""mmdsnet's custom operators (see :mod:`mmdsnet.ops.operators`).
 
 ``torch.ops.mmdsnet.norm_stats`` and ``torch.ops.mmdsnet.dense_aggregate`` (with its backward) are
 registered when this package is imported. They have one implementation of stock ATen operators for
@@ -9,10 +9,10 @@ those kernels and the ATen implementation, and between the eager calls and the d
 mmengine's FLOP counter (what mmdet's and mmpretrain's ``get_flops.py`` use) learns their cost
 here, counted as it counts the reference form.
 """
-from .dense_aggregate import (aggregate, dense_aggregate, dense_aggregate_backward,
-                              export_decompositions, kernel_for, norm_stats, statistics,
-                              stats_dtype, use_implementation)
 from .flops import register_flop_handles
+from .operators import (aggregate, dense_aggregate, dense_aggregate_backward,
+                        export_decompositions, kernel_for, norm_stats, source_stats, stats_dtype,
+                        use_implementation)
 
 register_flop_handles()
 try:  # CUDA tensors take the Triton kernels (triton_aggregate.py) where triton imports
@@ -23,4 +23,4 @@ else:
     register_cuda_kernels()
 
 __all__ = ['aggregate', 'dense_aggregate', 'dense_aggregate_backward', 'export_decompositions',
-           'kernel_for', 'norm_stats', 'statistics', 'stats_dtype', 'use_implementation']
+           'kernel_for', 'norm_stats', 'source_stats', 'stats_dtype', 'use_implementation']

@@ -1,6 +1,6 @@
 """Triton kernels behind the dense-aggregation operators, for CUDA tensors.
 
-The operators of :mod:`mmdsnet.ops.dense_aggregate` keep their schemas, fake implementations and
+The operators of :mod:`mmdsnet.ops.operators` keep their schemas, fake implementations and
 ATen implementation; :func:`register_cuda_kernels` adds the functions below as their ``'cuda'``
 kernels (``register_kernel``), so ``torch.compile``, ``torch.export`` and the FLOP counter see the
 same single nodes as before. Each function runs the kernels where it can and hands anything else
@@ -73,11 +73,11 @@ import triton.language as tl
 from torch import Tensor
 
 # the operator objects (the package's ``dense_aggregate`` name is the operator, not the module)
-from .dense_aggregate import _ATEN
-from .dense_aggregate import dense_aggregate as _aggregate_op
-from .dense_aggregate import dense_aggregate_backward as _backward_op
-from .dense_aggregate import norm_stats as _stats_op
-from .dense_aggregate import register_device_kernel, stats_dtype
+from .operators import _ATEN
+from .operators import dense_aggregate as _aggregate_op
+from .operators import dense_aggregate_backward as _backward_op
+from .operators import norm_stats as _stats_op
+from .operators import register_device_kernel, stats_dtype
 
 __all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'register_cuda_kernels',
            'K']

@@ -17,7 +17,7 @@ from torch import nn
 from mmdsnet.models import DS2Net, DSNet
 from mmdsnet.models.layers import DenseAggregation, aggregate_reference, build_shortcut_norm
 from mmdsnet.ops import dense_aggregate, norm_stats
-from mmdsnet.ops.dense_aggregate import source_backward
+from mmdsnet.ops.operators import source_backward
 
 from helpers import bn_eval, gradcheck_inputs, randomize, reference_twin
 
@@ -373,7 +373,7 @@ def test_anything_that_records_the_call_sees_the_operator():
     the operator itself, so that it stays one node."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from mmdsnet.ops import aggregate, statistics
+    from mmdsnet.ops import aggregate, source_stats
 
     class Record(TorchDispatchMode):
         def __init__(self):
@@ -385,7 +385,7 @@ def test_anything_that_records_the_call_sees_the_operator():
             return func(*args, **(kwargs or {}))
     x, ys, means, rstds, weight, own = _aggregation_inputs()
     with Record() as rec:
-        statistics(ys[0].detach(), 4, 1e-5, False)
+        source_stats(ys[0].detach(), 4, 1e-5, False)
         aggregate(x, ys, means, rstds, weight, own).sum().backward()
     assert {'mmdsnet.norm_stats.default', 'mmdsnet.dense_aggregate.default',
             'mmdsnet.dense_aggregate_backward.default'} <= rec.names, rec.names
@@ -402,7 +402,7 @@ def test_kernel_for_follows_the_dispatcher():
     from types import SimpleNamespace
 
     from mmdsnet.ops import kernel_for, use_implementation
-    from mmdsnet.ops.dense_aggregate import dense_aggregate_aten
+    from mmdsnet.ops.operators import dense_aggregate_aten
     cpu = SimpleNamespace(device=torch.device('cpu'))
     cuda = SimpleNamespace(device=torch.device('cuda'))
     assert kernel_for(dense_aggregate, cpu) is dense_aggregate_aten
@@ -421,7 +421,7 @@ def test_use_implementation_dispatcher_calls_the_operator():
     torch.library autograd node instead of the eager calls' ``_Aggregate``), same numbers; the
     switch is restored on exit, even after an error, and refuses unknown names."""
     from mmdsnet.ops import aggregate, use_implementation
-    from mmdsnet.ops.dense_aggregate import _MODE
+    from mmdsnet.ops.operators import _MODE
     x, ys, means, rstds, weight, own = _aggregation_inputs()
     eager = aggregate(x, ys, means, rstds, weight, own)
     assert type(eager.grad_fn).__name__ == '_AggregateBackward'
@@ -454,7 +454,7 @@ def test_aggregation_impl_reference_is_the_same_model():
                if isinstance(m, DenseAggregation))
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     o_out, o_grad, _ = _run(ops_model, x, True)
-    with mock.patch.object(aggregation, 'statistics', side_effect=AssertionError('op ran')):
+    with mock.patch.object(aggregation, 'source_stats', side_effect=AssertionError('op ran')):
         r_out, r_grad, _ = _run(ref_model, x, True)
     for a, b in zip(o_out, r_out):
         torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)

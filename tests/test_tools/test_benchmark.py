@@ -8,7 +8,6 @@ import argparse
 import importlib.util
 import json
 import os.path as osp
-import sys
 
 import pytest
 import torch
@@ -127,7 +126,7 @@ def test_aten_suffix_disables_the_device_kernels(bench):
     from types import SimpleNamespace
 
     from mmdsnet.ops import dense_aggregate, kernel_for
-    from mmdsnet.ops.dense_aggregate import dense_aggregate_aten
+    from mmdsnet.ops.operators import dense_aggregate_aten
     cuda = SimpleNamespace(device=torch.device('cuda'))
     registered = torch._C._dispatch_has_kernel_for_dispatch_key('mmdsnet::dense_aggregate',
                                                                 'CUDA')
@@ -163,8 +162,7 @@ def test_model_options_dispatch_and_ratio_to(bench, tiny_config, tmp_path):
     """NAME:key=value,...[@dispatch] and --ratio-to: an A/B of two set-ups in one process. The
     options reach the backbone, @dispatch calls the operators through the dispatcher, and the
     per-round ratios are taken to the --ratio-to model."""
-    import mmdsnet.ops  # noqa: F401
-    ops = sys.modules['mmdsnet.ops.dense_aggregate']  # (the package's name is the operator)
+    from mmdsnet.ops import operators as ops
     assert bench.parse_spec('DSNet50:shortcut_init=1.0,aggregation_impl=\'reference\'@aten') == (
         'DSNet50', dict(shortcut_init=1.0, aggregation_impl='reference'), 'aten')
     assert bench.parse_spec('DSNet50') == ('DSNet50', {}, '')

@@ -1,6 +1,6 @@
 """The learning check's small version: DSNet learns real images at all (a few seconds on a CPU).
 
-The benchmark itself (tools/analysis/learning_check.py: DSNet50/DS2Net50-0.25x against their
+The benchmark itself (tools/experiments/learning_check.py: DSNet50/DS2Net50-0.25x against their
 identity twin, 3 seeds, minutes) is run by hand; its numbers are in docs/design.md."""
 import json
 import os.path as osp
@@ -12,7 +12,7 @@ import torch
 pytest.importorskip('skimage', reason='the real images of the learning check ship with '
                     'scikit-image (requirements/stack.txt)')
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
-                            'analysis'))
+                            'experiments'))
 import learning_check as lc  # noqa: E402
 
 TINY = {'model.backbone.depth': 26, 'model.backbone.base_channels': 8,

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...ops import aggregate, statistics, stats_dtype
+from ...ops import aggregate, source_stats, stats_dtype
 from .dense_shortcut import (DEFAULT_SHORTCUT_ACT, DEFAULT_SHORTCUT_INIT, DenseShortcut,
                              act_is_relu, build_shortcut_norm)
 
@@ -88,7 +88,7 @@ def _no_stats(y: Tensor) -> Tuple[Tensor, Tensor]:
 
 def _group_stats(y: Tensor, groups: int, eps: float) -> Tuple[Tensor, Tensor]:
     """GroupNorm's statistics per (sample, group)."""
-    return statistics(y.detach(), groups, eps, False)
+    return source_stats(y.detach(), groups, eps, False)
 
 
 def _batch_stats(y: Tensor, eps: float, momentum: Optional[float],
@@ -96,7 +96,7 @@ def _batch_stats(y: Tensor, eps: float, momentum: Optional[float],
                  num_batches_tracked: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     """BatchNorm's batch statistics per channel; the running ones (if given) are updated as
     ``nn.BatchNorm2d`` updates them (unbiased variance, ``momentum`` None: cumulative mean)."""
-    mean, rstd = statistics(y.detach(), y.shape[1], eps, True)
+    mean, rstd = source_stats(y.detach(), y.shape[1], eps, True)
     if running_mean is not None:
         with torch.no_grad():
             num_batches_tracked.add_(1)

@@ -27,11 +27,11 @@ optimizer (SGD, momentum, weight decay, ``paramwise_cfg``) with a short schedule
 lr 0.1, a linear warm-up then cosine, random crops padded by 2, no flips. Every model sees the
 same batches for a given seed.
 
-    python tools/analysis/learning_check.py                        # DSNet50 and DS2Net50 vs twin
-    python tools/analysis/learning_check.py --iters 900            # the 3x longer schedule
-    python tools/analysis/learning_check.py --task textures-16/64 --models dsnet50 \\
+    python tools/experiments/learning_check.py                      # DSNet50 and DS2Net50 vs twin
+    python tools/experiments/learning_check.py --iters 900          # the 3x longer schedule
+    python tools/experiments/learning_check.py --task textures-16/64 --models dsnet50 \\
         dsnet50:shortcut_act=None                                  # two variants, one twin
-    python tools/analysis/learning_check.py --models dsnet50 --cfg-options \\
+    python tools/experiments/learning_check.py --models dsnet50 --cfg-options \\
         model.backbone.shortcut_init=1.0                           # a variant of the recipe
 
 It prints, per model, the mean and spread (min-max) of the validation accuracy over the seeds
@@ -451,7 +451,7 @@ def main(argv=None):
     text = report(results, args.iters)
     print(text)
     print(f'total {time.time() - t0:.0f} s, {args.threads} threads')
-    command = 'python tools/analysis/learning_check.py ' + ' '.join(argv or sys.argv[1:])
+    command = 'python tools/experiments/learning_check.py ' + ' '.join(argv or sys.argv[1:])
     with open(osp.join(args.work_dir, 'learning_check.json'), 'w') as f:
         json.dump(dict(command=command, date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
                        task=args.task, iters=args.iters, threads=args.threads, results=results),

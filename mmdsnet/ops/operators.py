@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 __all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'source_backward',
-           'aggregate', 'statistics', 'kernel_for', 'register_device_kernel', 'stats_dtype',
+           'aggregate', 'source_stats', 'kernel_for', 'register_device_kernel', 'stats_dtype',
            'use_implementation', 'export_decompositions', 'norm_stats_aten',
            'dense_aggregate_aten', 'dense_aggregate_backward_aten']
 
@@ -394,7 +394,7 @@ def aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tens
     return dense_aggregate(x, ys, means, rstds, weight, own_stats, relu)
 
 
-def statistics(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Tensor, Tensor]:
+def source_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Tensor, Tensor]:
     """``mmdsnet::norm_stats(y, groups, eps, over_batch)``: the operator, or in plain eager mode
     its kernel directly (``y`` carries no gradient here: the aggregation differentiates through
     the statistics)."""

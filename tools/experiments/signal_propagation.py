@@ -2,7 +2,7 @@
 and the shortcut weights ``W``, at initialization and over the first training steps.
 
 For each variant (a DS config with ``--cfg-options``-style overrides, or its identity twin), on
-real images (the textures-10 set of tools/analysis/learning_check.py):
+real images (the textures-10 set of tools/experiments/learning_check.py):
 
 * at initialization, per block ``l`` of every stage: the standard deviation of ``Y_l`` over a
   batch, and the root mean square of ``dL/dY_l`` (cross-entropy of the untrained classifier);
@@ -10,7 +10,7 @@ real images (the textures-10 set of tools/analysis/learning_check.py):
   steps, plus per stage the mean of ``W_l^{l-1}`` (the shortcut from the previous block) and of
   the other ``W_l^i`` (the dense ones).
 
-    python tools/analysis/signal_propagation.py --variants twin 'shortcut_init=1.0' \\
+    python tools/experiments/signal_propagation.py --variants twin 'shortcut_init=1.0' \\
         "shortcut_init='last'" --steps 60
 
 ``Y_l`` is taken from the stage's own modules: the output of its ReLU (``Y_0``, and every ``Y_l``
