@@ -117,3 +117,59 @@ def tiny_run(tmp_path_factory, name: str = 'tiny_dsnet26_cifar100') -> dict:
         _CACHE[name] = dict(setup, work_dir=work_dir, config=setup['configs'][name],
                             checkpoint=work_dir / 'iter_4.pth')
     return _CACHE[name]
+
+
+# ---------------------------------------------- a tiny DS2Net classifier on an image folder
+# (the distributed, resume and checkpoint-refusal tests)
+TINY_CLS_CFG = '''
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['mmdsnet'], allow_failed_imports=False)
+model = dict(
+    type='ImageClassifier',
+    data_preprocessor=dict(num_classes=2, mean=[127.5] * 3, std=[64.0] * 3, to_rgb=False),
+    backbone=dict(type='DS2Net', depth=26, stem='cifar', base_channels=8,
+                  frozen_stages={frozen}, with_cp={with_cp}),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=2, in_channels=256,
+              loss=dict(type='CrossEntropyLoss', loss_weight=1.0), topk=(1, )))
+train_dataloader = dict(
+    batch_size=4, num_workers=0,
+    dataset=dict(type='CustomDataset', data_root={data!r},
+                 pipeline=[dict(type='LoadImageFromFile'), dict(type='RandomFlip', prob=0.5),
+                           dict(type='PackInputs')]),
+    sampler=dict(type='InfiniteSampler', shuffle=True))
+train_cfg = dict(type='IterBasedTrainLoop', max_iters={iters})
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=1e-4))
+param_scheduler = [dict(type='MultiStepLR', by_epoch=False, milestones=[{milestone}], gamma=0.1)]
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'), logger=dict(type='LoggerHook', interval=1),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval={interval}, by_epoch=False, max_keep_ckpts=1),
+    sampler_seed=dict(type='DistSamplerSeedHook'))
+custom_hooks = [dict(type='ReplicaCheckHook')]
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='nccl'))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)
+'''
+
+
+def make_image_folder(root, per_class=16, size=32):
+    """Two learnable classes (horizontal vs vertical stripes) as PNG folders for CustomDataset."""
+    import cv2
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(['horizontal', 'vertical']):
+        os.makedirs(osp.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            stripes = (np.arange(size) // 4 % 2 * 160 + 40)[:, None].repeat(size, 1)
+            img = stripes if c == 0 else stripes.T
+            img = np.clip(img[..., None] + rng.normal(0, 30, (size, size, 3)), 0, 255)
+            cv2.imwrite(osp.join(root, name, f'{i}.png'), img.astype(np.uint8))
+    return root
+
+
+def write_cfg(tmp_path, name='cfg.py', frozen=1, with_cp=True, iters=8, interval=4):
+    data = make_image_folder(str(tmp_path / 'data'))
+    path = tmp_path / name
+    path.write_text(TINY_CLS_CFG.format(data=data, frozen=frozen, with_cp=with_cp, iters=iters,
+                                        interval=interval, milestone=iters // 2))
+    return str(path)

@@ -63,7 +63,7 @@ def _train(args, tmp_path):
 
 @pytest.mark.slow
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
-    from test_dist_resume import write_cfg
+    from tiny_runs import write_cfg
     cfg = write_cfg(tmp_path, frozen=-1, with_cp=False, iters=2, interval=2)
     out = _train([cfg, '--work-dir', str(tmp_path / 'a')], tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -83,7 +83,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
 
 
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
-    from test_dist_resume import write_cfg
+    from tiny_runs import write_cfg
     cfg = write_cfg(tmp_path, frozen=-1, with_cp=False, iters=1, interval=1)
     bogus = tmp_path / 'notes.pth'
     bogus.write_text('these are my notes, not weights')

@@ -199,7 +199,7 @@ def test_train_tool_refuses_old_keys_in_one_line(tmp_path, how):
     import subprocess
     import sys
 
-    from test_dist_resume import write_cfg
+    from tiny_runs import write_cfg
     cfg = write_cfg(tmp_path, frozen=-1, with_cp=False, iters=1, interval=1)
     args = (['--cfg-options', f'load_from={CKPT}'] if how == 'load_from'
             else ['--resume', str(CKPT)])
