@@ -45,9 +45,10 @@ from torch import nn
 from ..registry import WEIGHT_INITIALIZERS
 from ..utils import preview
 
-__all__ = ['MIN_FRACTION', 'OldCheckpointKeysError', 'PretrainedMismatchError', 'StrictPretrained',
-           'compare_state_dicts', 'load_pretrained', 'pretrained_cfg', 'read_state_dict',
-           'refuse_old_keys', 'rename_old_keys', 'select_prefix']
+__all__ = ['MIN_FRACTION', 'OldCheckpointKeysError', 'PretrainedMismatchError',
+           'ShortcutActMismatchError', 'StrictPretrained', 'compare_state_dicts',
+           'load_pretrained', 'pretrained_cfg', 'read_state_dict', 'refuse_old_keys',
+           'rename_old_keys', 'select_prefix']
 
 #: Fewer matched backbone tensors than this fraction means a wrong file or prefix.
 MIN_FRACTION = 0.9
@@ -61,6 +62,11 @@ class OldCheckpointKeysError(PretrainedMismatchError):
     """The checkpoint uses the keys of the dense shortcuts from before they were one module."""
 
 
+class ShortcutActMismatchError(PretrainedMismatchError):
+    """The checkpoint was trained with another activation after the dense sum
+    (``shortcut_act``) than the model has."""
+
+
 # The keys a stage's dense shortcuts and DS2's inner shortcut were saved under before they became
 # one DenseAggregation child -> their module names. (^|\.) keeps any prefix (backbone., module.).
 _OLD_KEYS = (
@@ -69,6 +75,20 @@ _OLD_KEYS = (
     (re.compile(r'(^|\.)(layer\d+\.\d+)\.inner_shortcut\.'),
      r'\1\2.inner_aggregation.shortcuts.0.'),
 )
+
+
+def _with_metadata(state_dict: Dict[str, torch.Tensor], like: Dict[str, torch.Tensor],
+                   module_name=lambda name: name) -> 'OrderedDict[str, torch.Tensor]':
+    """``state_dict`` as an OrderedDict carrying ``like``'s per-module metadata (torch's
+    ``_metadata``: versions, DSNet's ``shortcut_act``), each module name mapped by
+    ``module_name`` (None drops it). Without it, a re-keyed copy would lose what the tensors
+    cannot say."""
+    out = OrderedDict(state_dict)
+    metadata = getattr(like, '_metadata', None)
+    if metadata is not None:
+        out._metadata = OrderedDict(
+            (module_name(k), v) for k, v in metadata.items() if module_name(k) is not None)
+    return out
 
 
 def _new_key(key: str) -> str:
@@ -89,7 +109,7 @@ def rename_old_keys(state_dict: Dict[str, torch.Tensor]
     any prefix (``backbone.``) is kept.
     """
     renamed = {k: _new_key(k) for k in state_dict}
-    return (OrderedDict((renamed[k], v) for k, v in state_dict.items()),
+    return (_with_metadata(((renamed[k], v) for k, v in state_dict.items()), state_dict),
             {k: n for k, n in renamed.items() if n != k})
 
 
@@ -146,14 +166,22 @@ def read_state_dict(filename: str, map_location='cpu') -> Dict[str, torch.Tensor
 def select_prefix(state_dict: Dict[str, torch.Tensor],
                   prefix: str = '') -> Dict[str, torch.Tensor]:
     """The entries whose key starts with ``prefix``, with it removed, after removing the
-    ``module.`` of a state dict saved from a DDP-wrapped model."""
-    out = {}
+    ``module.`` of a state dict saved from a DDP-wrapped model; the modules' metadata follows
+    the same renaming."""
+    def strip(name: str) -> Optional[str]:
+        name = name[len('module.'):] if name.startswith('module.') else (
+            '' if name == 'module' else name)
+        if (name + '.').startswith(prefix):
+            return (name + '.')[len(prefix):-1]
+        return None
+
+    out = OrderedDict()
     for k, v in state_dict.items():
         if k.startswith('module.'):
             k = k[len('module.'):]
         if k.startswith(prefix):
             out[k[len(prefix):]] = v
-    return out
+    return _with_metadata(out, state_dict, strip)
 
 
 class StateDictMatch(NamedTuple):
@@ -243,7 +271,8 @@ def load_pretrained(module: nn.Module,
             f'{min_fraction:.0%}: a wrong file or prefix. First keys found: '
             f'{preview(raw, 5)}; first keys expected: {preview(prefix + k for k in target)}. '
             f'{fix}')
-    module.load_state_dict({k: source[k] for k in matched}, strict=False)
+    module.load_state_dict(_with_metadata({k: source[k] for k in matched}, source),
+                           strict=False)
     print_log(f'loaded {num}/{total} {name} tensors from {checkpoint} (prefix {prefix!r})',
               logger='current')
     if missing:

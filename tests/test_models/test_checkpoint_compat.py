@@ -24,14 +24,16 @@ import torch
 from torch import nn
 
 from mmdsnet.models import DS2Net
-from mmdsnet.models.pretrained import OldCheckpointKeysError, rename_old_keys
+from mmdsnet.models.pretrained import (OldCheckpointKeysError, ShortcutActMismatchError,
+                                       rename_old_keys)
 
 DATA = Path(__file__).resolve().parents[1] / 'data'
 LEGACY = DATA / 'legacy_ds2net38_1d19ef9.pth'
 CKPT = DATA / 'ds2net26-tiny_cifar10_old-keys.pth'
 PROBE = DATA / 'ds2net26-tiny_cifar10_old-keys_probe.pth'
+# the fixtures were trained with the ReLU after the dense sum, the default then
 BACKBONE = dict(type='mmdsnet.DS2Net', depth=26, stem='cifar', base_channels=8,
-                shortcut_norm_cfg=dict(type='GN', num_groups=4))
+                shortcut_norm_cfg=dict(type='GN', num_groups=4), shortcut_act='relu')
 COMMAND = 'python tools/convert_checkpoint.py'
 
 
@@ -95,10 +97,12 @@ def test_rename_old_keys_keeps_prefixes_order_and_other_keys():
 @pytest.mark.parametrize('name', ['ds2net38_gn', 'ds2net38_bn'])
 def test_old_checkpoint_converted_loads_strictly_and_computes_the_same(name):
     saved = torch.load(LEGACY, weights_only=True)['models'][name]
-    model = DS2Net(**saved['kwargs'])
+    model = DS2Net(**saved['kwargs'], shortcut_act='relu')
     with pytest.raises(OldCheckpointKeysError, match=COMMAND):
         model.load_state_dict(saved['state_dict'], strict=False)  # not even leniently
     state, renamed = rename_old_keys(saved['state_dict'])
+    with pytest.raises(ShortcutActMismatchError, match="shortcut_act='relu'"):
+        DS2Net(**saved['kwargs']).load_state_dict(state)  # today's default has no ReLU
     assert renamed and set(model.state_dict()) == set(state)
     model.load_state_dict(state, strict=True)
     for key, value in model.state_dict().items():
@@ -183,10 +187,12 @@ def test_convert_a_bare_state_dict(convert, tmp_path):
     old, new = tmp_path / 'old.pth', tmp_path / 'sub' / 'new.pth'
     torch.save(saved['state_dict'], old)
     assert convert([str(old), str(new)]) == len(rename_old_keys(saved['state_dict'])[1])
-    model = DS2Net(**saved['kwargs'])
+    with pytest.raises(ShortcutActMismatchError):  # the conversion keeps the metadata
+        DS2Net(**saved['kwargs']).load_state_dict(torch.load(new, weights_only=True))
+    model = DS2Net(**saved['kwargs'], shortcut_act='relu')
     model.load_state_dict(torch.load(new, weights_only=True), strict=True)
     wrapped = nn.Module()  # the same keys under a prefix load too (a detector's backbone.)
-    wrapped.backbone = DS2Net(**saved['kwargs'])
+    wrapped.backbone = DS2Net(**saved['kwargs'], shortcut_act='relu')
     wrapped.load_state_dict({f'backbone.{k}': v for k, v in
                              torch.load(new, weights_only=True).items()}, strict=True)
 

@@ -11,8 +11,9 @@ TINY = dict(base_channels=8, shortcut_norm_cfg=dict(type='GN', num_groups=4))
 
 
 # --------------------------------------------------------------------------- Eq. 12 and friends
-def _explicit_stage(layer: DSLayer, x):
-    """Recompute a stage output from its own parts, straight from the paper's equations."""
+def _explicit_stage(layer: DSLayer, x, act):
+    """Recompute a stage output from its own parts, straight from the paper's equations
+    (``act``: the activation after the dense sum; ResNet's ReLU in identity mode)."""
     n, mode = layer.num_blocks, layer.shortcut
     b0 = layer.block(0)
     Y = [torch.relu(b0(x) + b0.project(x))]
@@ -28,14 +29,15 @@ def _explicit_stage(layer: DSLayer, x):
             w = layer.aggregation.shortcuts[l - 1].weight
             agg = X[l] + sum((1 if w is None else w[i]) * layer.aggregation.norms[i](src[i])
                              for i in range(l))
-        Y.append(torch.relu(agg))
+        Y.append(torch.relu(agg) if mode == 'identity' or act == 'relu' else agg)
     return Y[-1]
 
 
+@pytest.mark.parametrize('act', ['relu', None])
 @pytest.mark.parametrize('shortcut', ['dense', 'dense_x', 'dense_identity', 'identity'])
 @pytest.mark.parametrize('norm', ['GN', 'LN', 'IN', 'BN', None])
-def test_stage_matches_explicit_equations(shortcut, norm):
-    model = DSNet(depth=50, base_channels=8, shortcut=shortcut, stem='cifar',
+def test_stage_matches_explicit_equations(shortcut, norm, act):
+    model = DSNet(depth=50, base_channels=8, shortcut=shortcut, stem='cifar', shortcut_act=act,
                   shortcut_norm_cfg=norm if norm != 'GN' else dict(type='GN', num_groups=4),
                   out_indices=(2, ))
     # float64: the two sides sum in different orders; eval: BN sources use running stats
@@ -43,7 +45,7 @@ def test_stage_matches_explicit_equations(shortcut, norm):
     layer = model.layer3  # 6 blocks: sources Y_0 .. Y_4
     x = torch.randn(2, 64, 8, 8, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(layer(x), _explicit_stage(layer, x))
+        torch.testing.assert_close(layer(x), _explicit_stage(layer, x, act))
 
 
 def test_each_normalization_runs_once_per_forward():

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from mmdsnet.models import DS2Net, DSNet
 from mmdsnet.models.layers import DenseAggregation
+from mmdsnet.models.pretrained import ShortcutActMismatchError
 
 
 def _sources(agg, ys):
@@ -108,12 +109,12 @@ def test_ds2_inner_shortcut_without_act_keeps_the_branch_relu():
     torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_freezing_and_checkpoints_do_not_depend_on_the_activation():
-    """``norm_eval``, ``frozen_stages`` and checkpoint loading (a classification checkpoint into
-    a detection backbone) are the same with either activation: the option has no parameter."""
-    torch.manual_seed(0)
-    src = DS2Net(depth=26, base_channels=16)  # as pretrained, with the ReLU
+def test_freezing_does_not_depend_on_the_activation():
+    """``norm_eval`` and ``frozen_stages`` act the same with either activation, and a
+    checkpoint loads into a detection backbone (all stages out, frozen) trained the same way."""
     for act in ('relu', None):
+        torch.manual_seed(0)
+        src = DS2Net(depth=26, base_channels=16, shortcut_act=act)  # as pretrained
         det = DS2Net(depth=26, base_channels=16, out_indices=(0, 1, 2, 3), frozen_stages=1,
                      norm_eval=True, shortcut_act=act, shortcut_norm_cfg='GN')
         det.load_state_dict(src.state_dict(), strict=True)
@@ -125,3 +126,64 @@ def test_freezing_and_checkpoints_do_not_depend_on_the_activation():
                    if isinstance(m, torch.nn.BatchNorm2d))
         assert [a.relu for a in det.modules() if isinstance(a, DenseAggregation)] == [
             act == 'relu'] * sum(isinstance(a, DenseAggregation) for a in det.modules())
+
+
+# ------------------------------------------------------- the activation is in the checkpoint
+NET = dict(depth=26, base_channels=8, shortcut_norm_cfg=dict(type='GN', num_groups=4))
+
+
+@pytest.mark.parametrize('model', [DSNet, DS2Net])
+def test_weights_of_the_other_activation_are_refused(model):
+    """The activation has no tensor, so the state dict's metadata records it; a model with the
+    other one refuses the weights, naming the setting to build it with."""
+    relu = model(shortcut_act='relu', **NET)
+    assert relu.state_dict()._metadata['']['shortcut_act'] == 'relu'
+    with pytest.raises(ShortcutActMismatchError,
+                       match=r"trained with shortcut_act='relu'.*shortcut_act=None.*"
+                             r"model\.backbone\.shortcut_act='relu'"):
+        model(shortcut_act=None, **NET).load_state_dict(relu.state_dict())
+    no_act = model(shortcut_act='none', **NET)
+    with pytest.raises(ShortcutActMismatchError, match='trained with shortcut_act=None'):
+        model(shortcut_act='relu', **NET).load_state_dict(no_act.state_dict(), strict=False)
+    model(shortcut_act=None, **NET).load_state_dict(no_act.state_dict())  # same: loads
+
+
+def test_metadata_of_version_1_means_the_relu_and_resnet_weights_say_nothing():
+    """State dicts saved before the record (version 1) come from models with the ReLU; a ResNet
+    (identity) checkpoint has no dense shortcut and loads into either."""
+    old = DSNet(shortcut_act='relu', **NET).state_dict()
+    old._metadata[''] = {'version': 1}
+    with pytest.raises(ShortcutActMismatchError, match="trained with shortcut_act='relu'"):
+        DSNet(shortcut_act=None, **NET).load_state_dict(old)
+    DSNet(shortcut_act='relu', **NET).load_state_dict(old)
+    resnet = DSNet(shortcut='identity', **NET).state_dict()
+    resnet._metadata['']['shortcut_act'] = 'relu'
+    DSNet(shortcut='identity', shortcut_act=None, **NET).load_state_dict(resnet)
+    loaded = DSNet(shortcut_act=None, **NET)
+    loaded.load_state_dict(resnet, strict=False)  # ImageNet ResNet weights into a DSNet
+
+
+def test_the_record_survives_runner_checkpoints_and_pretrained_prefixes(tmp_path):
+    """MMEngine's save_checkpoint / load_checkpoint (``load_from``, ``--resume``) and the
+    ``Pretrained`` init_cfg with ``prefix='backbone.'`` (a classifier's checkpoint into a
+    detector's backbone) both carry the record."""
+    from mmengine.runner.checkpoint import load_checkpoint, save_checkpoint
+
+    classifier = torch.nn.Module()
+    classifier.backbone = DS2Net(shortcut_act='relu', **NET)
+    save_checkpoint(classifier.state_dict(), str(tmp_path / 'cls.pth'))
+    wrapped = torch.nn.Module()
+    wrapped.backbone = DS2Net(shortcut_act=None, **NET)
+    with pytest.raises(ShortcutActMismatchError):
+        load_checkpoint(wrapped, str(tmp_path / 'cls.pth'))
+    for act, raises in (('relu', False), (None, True)):
+        backbone = DS2Net(shortcut_act=act, out_indices=(0, 1, 2, 3), **NET)
+        backbone.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'cls.pth'),
+                                 prefix='backbone.')
+        if raises:
+            with pytest.raises(ShortcutActMismatchError):
+                backbone.init_weights()
+        else:
+            backbone.init_weights()
+            torch.testing.assert_close(backbone.layer2.aggregation.shortcuts[0].weight,
+                                       classifier.backbone.layer2.aggregation.shortcuts[0].weight)

@@ -15,7 +15,7 @@ from ..blocks import DSBasicBlock, DSBottle2neck, DSBottleneck
 from ..layers import AGGREGATION_IMPLS, DenseAggregation, init_values
 from ..layers.dense_shortcut import (DEFAULT_SHORTCUT_ACT, DEFAULT_SHORTCUT_INIT, WEIGHT_TYPES,
                                      act_is_relu, check_shortcut_norm_cfg)
-from ..pretrained import pretrained_cfg, refuse_old_keys
+from ..pretrained import ShortcutActMismatchError, pretrained_cfg, refuse_old_keys
 from ..stage import SHORTCUT_MODES, DSLayer
 
 # Kaiming for convs, ones for affine norms; the shortcut weights W are bare parameters that no
@@ -29,6 +29,10 @@ STEMS = ('imagenet', 'cifar')
 
 def _refuse_old_keys(module, state_dict, prefix, *args) -> None:
     refuse_old_keys(k for k in state_dict if k.startswith(prefix))
+
+
+def _record_shortcut_act(module, state_dict, prefix, local_metadata) -> None:
+    local_metadata['shortcut_act'] = module.shortcut_act
 
 
 @register_model
@@ -56,10 +60,12 @@ class DSNet(BaseModule):
             ``W_l^i`` (``1.0``: the earlier default); see
             :class:`~mmdsnet.models.layers.DenseShortcut` and docs/design.md.
         shortcut_act (str | None): The activation after every dense sum (and DS2's inner one):
-            ``'relu'`` (ResNet's ReLU after its addition) or None / ``'none'`` (Eq. 12 as the
-            paper prints it; DS2's inner shortcut is then added after the bottleneck's own
-            ReLU). Block 0 of each stage and ``shortcut='identity'`` keep ResNet's ReLU
-            whatever it says. See docs/design.md.
+            None / ``'none'`` (default: Eq. 12 as the paper prints it; DS2's inner shortcut is
+            then added after the bottleneck's own ReLU) or ``'relu'`` (ResNet's ReLU after its
+            addition, the earlier default). Block 0 of each stage and
+            ``shortcut='identity'`` keep ResNet's ReLU whatever it says. State dicts record it,
+            and a model refuses weights trained with the other one
+            (:class:`~mmdsnet.models.pretrained.ShortcutActMismatchError`). See docs/design.md.
         stem (str): ``'imagenet'`` (7x7/2 conv + 3x3/2 max pool) or ``'cifar'`` (3x3/1 conv).
         in_channels (int): Input image channels. Defaults to 3.
         stem_channels (int, optional): Stem width; defaults to ``base_channels``.
@@ -101,6 +107,9 @@ class DSNet(BaseModule):
         'bottle2neck': {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)},
     }
     default_block_cfg: dict = {}
+    #: State-dict version (torch's per-module ``_version``): 2 records ``shortcut_act`` in the
+    #: metadata (:meth:`_load_from_state_dict`); 1 did not, and every DSNet then had the ReLU.
+    _version = 2
 
     def __init__(self,
                  depth: int = 50,
@@ -147,9 +156,13 @@ class DSNet(BaseModule):
             raise ValueError(f'frozen_stages must be in [-1, {num_stages}] (-1 freezes nothing, '
                              f'0 the stem, k the stem and k stages), got {frozen_stages}')
         self.depth, self.block, self.shortcut = depth, block, shortcut
+        # 'relu' or 'none', recorded in every state dict (the activation has no parameter)
+        self.shortcut_act = 'relu' if act_is_relu(shortcut_act) else 'none'
         self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
         self.zero_init_residual = zero_init_residual
         self.block_cfg = {**self.default_block_cfg, **(block_cfg or {})}
+        self._act_matters = (shortcut != 'identity'
+                             or bool(self.block_cfg.get('inner_shortcut', False)))
         block_cls = self.block_types[block]
         stem_channels = base_channels if stem_channels is None else stem_channels
         self._check_shortcut_args(shortcut, self.block_cfg.get('inner_shortcut', False),
@@ -187,8 +200,31 @@ class DSNet(BaseModule):
         # Every load (torch's, MMEngine's load_checkpoint and --resume) passes here: a checkpoint
         # with the old dense-shortcut keys stops with the conversion command, not missing keys.
         self.register_load_state_dict_pre_hook(_refuse_old_keys)
+        self._register_state_dict_hook(_record_shortcut_act)
         self._freeze_stages()
         self._log_shortcut_norms()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args) -> None:
+        """Refuse weights trained with the other ``shortcut_act``: it has no parameter, so they
+        would load without a missing key and compute something else.
+
+        The activation comes from the checkpoint's metadata (torch and MMEngine save it beside
+        the tensors); metadata of version 1 means the ReLU, the only activation then. Checked
+        where both sides have dense shortcuts (a ResNet checkpoint, or a state dict without
+        metadata, has nothing to say).
+        """
+        has_dense = any(k.startswith(prefix) and 'aggregation.' in k for k in state_dict)
+        if local_metadata and has_dense and self._act_matters:
+            trained = local_metadata.get('shortcut_act', 'relu')
+            if trained != self.shortcut_act:
+                trained_arg, ours = (repr(a if a == 'relu' else None)
+                                     for a in (trained, self.shortcut_act))
+                raise ShortcutActMismatchError(
+                    f'These {type(self).__name__} weights were trained with shortcut_act='
+                    f'{trained_arg}, but this model has shortcut_act={ours}: the same tensors '
+                    f'would compute something else. Build the backbone with shortcut_act='
+                    f'{trained_arg} (in a config: model.backbone.shortcut_act={trained_arg}).')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     @staticmethod
     def _check_shortcut_args(shortcut, inner_shortcut, norm_cfg, weight, init, act) -> None:
@@ -205,7 +241,8 @@ class DSNet(BaseModule):
                        ('shortcut_weight', weight, 'channel'),
                        ('shortcut_init', init, DEFAULT_SHORTCUT_INIT)]
             if shortcut == 'identity':  # ResNet-dense's plain sum takes shortcut_act
-                ignored.append(('shortcut_act', act, DEFAULT_SHORTCUT_ACT))
+                ignored.append(('shortcut_act', 'relu' if act_is_relu(act) else None,
+                                DEFAULT_SHORTCUT_ACT))
             given = {k: v for k, v, default in ignored if v != default}
             if given:
                 print_log(f'DSNet(shortcut={shortcut!r}) has no weighted normalized shortcuts, '

@@ -13,10 +13,11 @@ INIT_SCHEMES = ('uniform', 'last')
 #: ``shortcut_init=1.0`` gives the earlier default (every ``W`` at one).
 DEFAULT_SHORTCUT_INIT = 'uniform'
 DEFAULT_GN_GROUPS = 32
-#: The activation after the dense sum (``shortcut_act``): ResNet's ReLU after its addition, or
-#: none (``None`` / ``'none'``: Eq. 12 as the paper prints it). See docs/design.md.
+#: The activation after the dense sum (``shortcut_act``): none (``None`` / ``'none'``: Eq. 12 as
+#: the paper prints it; DSNet fits faster without it) or ResNet's ReLU after its addition
+#: (``'relu'``, the earlier default). See docs/design.md, "The activation after the dense sum".
 ACT_TYPES = ('relu', 'none', None)
-DEFAULT_SHORTCUT_ACT = 'relu'
+DEFAULT_SHORTCUT_ACT = None
 
 NormCfg = Optional[Union[str, dict]]
 
