@@ -1,5 +1,6 @@
 """Shared test helpers (importable from every test folder: pytest puts tests/, the folder of
 conftest.py, on sys.path)."""
+import contextlib
 import os.path as osp
 
 import torch
@@ -55,3 +56,30 @@ def gradcheck_inputs(sources=3):
     """``x`` and ``sources`` maps ``Y_i``, float64 ``(2, 8, 2, 3)``, requiring grad."""
     t = lambda: torch.randn(2, 8, 2, 3, dtype=torch.float64, requires_grad=True)  # noqa: E731
     return t(), [t() for _ in range(sources)]
+
+
+#: The Triton kernels of mmdsnet.ops.triton_aggregate, by attribute name.
+KERNELS = ('_stats_kernel', '_aggregate_kernel', '_backward_reduce_kernel',
+           '_backward_apply_kernel')
+
+
+@contextlib.contextmanager
+def count_launches(module):
+    """Every launch of ``module``'s :data:`KERNELS`, by name, in order; the kernels still run."""
+    saved = {k: getattr(module, k) for k in KERNELS}
+    launches = []
+
+    class Counted:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            launches.append(self.name)
+            return self.kernel[grid]
+    for k, v in saved.items():
+        setattr(module, k, Counted(k, v))
+    try:
+        yield launches
+    finally:
+        for k, v in saved.items():
+            setattr(module, k, v)

@@ -13,6 +13,8 @@ import itertools
 import pytest
 import torch
 
+from helpers import count_launches
+
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA GPU'),
@@ -137,25 +139,8 @@ def test_launch_budget_of_a_training_step():
     ta = _ta()
     model, x = _dsnet50()
     model(x)[-1].sum().backward()
-    names = ('_stats_kernel', '_aggregate_kernel', '_backward_reduce_kernel',
-             '_backward_apply_kernel')
-    saved = {k: getattr(ta, k) for k in names}
-    launches = []
-
-    class Counted:
-        def __init__(self, name, kernel):
-            self.name, self.kernel = name, kernel
-
-        def __getitem__(self, grid):
-            launches.append(self.name)
-            return self.kernel[grid]
-    for k in names:
-        setattr(ta, k, Counted(k, saved[k]))
-    try:
+    with count_launches(ta) as launches:
         model(x)[-1].sum().backward()
-    finally:
-        for k, v in saved.items():
-            setattr(ta, k, v)
     assert launches.count('_stats_kernel') == 12 and launches.count('_aggregate_kernel') == 12
     assert len(launches) <= 48, launches
 

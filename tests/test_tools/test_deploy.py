@@ -67,21 +67,18 @@ def test_export_decompositions_equal_the_operators():
         torch.testing.assert_close(ep.module()(x)[-1], m2(x)[-1], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_onnx_export_matches_pytorch_and_refuses_a_mismatch(tmp_path):
+@pytest.fixture(scope='module')
+def export_onnx():
+    """tools/deployment/export_onnx.py as a module: its main(argv) runs in this process (an
+    export costs tens of seconds; a fresh interpreter would add the imports to each)."""
     pytest.importorskip('onnxruntime')
     pytest.importorskip('onnxscript')
-    tool = osp.join(ROOT, 'tools/deployment/export_onnx.py')
-    out = _run([sys.executable, tool, CIFAR_CFG, '--shape', '32', '32', '--out',
-                str(tmp_path / 'b.onnx')])
-    assert 'onnxruntime matches PyTorch to' in out and (tmp_path / 'b.onnx').is_file()
-    # a tolerance the export cannot meet: stops, naming the largest difference
-    env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES='')
-    res = subprocess.run([sys.executable, tool, CIFAR_CFG, '--shape', '32', '32', '--out',
-                          str(tmp_path / 'c.onnx'), '--atol', '0'], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode != 0
-    assert 'error: onnxruntime and PyTorch differ by up to' in res.stderr, res.stderr[-2000:]
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'deployment'))
+    try:
+        import export_onnx
+    finally:
+        sys.path.pop(0)
+    return export_onnx
 
 
 def _onnx_axes(path):
@@ -92,48 +89,57 @@ def _onnx_axes(path):
 
 
 @pytest.mark.slow
-def test_onnx_export_has_dynamic_axes_and_stage_names(tmp_path):
-    """Batch and H x W dynamic by default (checked at two batch sizes and two input sizes),
-    outputs named after the stages; --fixed-shape fixes them."""
-    pytest.importorskip('onnxruntime')
-    pytest.importorskip('onnxscript')
-    tool = osp.join(ROOT, 'tools/deployment/export_onnx.py')
+def test_onnx_export_is_dynamic_named_by_stage_and_refuses_a_mismatch(export_onnx, tmp_path,
+                                                                     capsys):
+    """A DS2Net backbone (operators, DS2's inner shortcuts): batch and H x W dynamic by default,
+    onnxruntime equal to PyTorch at two batch sizes and two input sizes, outputs named after
+    the stages; a tolerance the export cannot meet stops, naming the largest difference."""
     cfg = osp.join(ROOT, 'configs/mmpretrain/dsnet/ds2net26-w0.25_1xb128_cifar100.py')
-    out = _run([sys.executable, tool, cfg, '--shape', '32', '32', '--out',
-                str(tmp_path / 'd.onnx'), '--cfg-options', 'model.backbone.out_indices=(0,1,2,3)'])
+    options = ['--cfg-options', 'model.backbone.out_indices=(0,1,2,3)']
+    torch.manual_seed(0)
+    export_onnx.main([cfg, '--shape', '32', '32', '--out', str(tmp_path / 'd.onnx'), *options])
+    out = capsys.readouterr().out
+    assert 'onnxruntime matches PyTorch to' in out, out
     assert 'on 1x3x32x32, 3x3x32x32, 1x3x48x40, 3x3x48x40 inputs' in out, out
+    assert 'input: batch x 3 x height x width; outputs: layer1, layer2, layer3, layer4' in out
     axes = _onnx_axes(tmp_path / 'd.onnx')
     assert list(axes) == ['input', 'layer1', 'layer2', 'layer3', 'layer4']
     assert axes['input'] == ['batch', 3, 'height', 'width']
     assert axes['layer1'] == ['batch', 64, 'height', 'width']  # CIFAR stem: no stride
     assert axes['layer4'][:2] == ['batch', 512] and 'height' in axes['layer4'][2]
-    assert 'input: batch x 3 x height x width; outputs: layer1, layer2, layer3, layer4' in out
-    out = _run([sys.executable, tool, cfg, '--shape', '32', '32', '--fixed-shape', '--batch',
-                '2', '--out', str(tmp_path / 'f.onnx')])
-    assert 'fixed shape' in out and 'on 2x3x32x32 inputs' in out
+    torch.manual_seed(0)  # the same weights as the export's model
+    model = export_onnx.build_backbone(cfg, cfg_options={'model.backbone.out_indices': (0, 1, 2,
+                                                                                        3)})
+    shapes = export_onnx.check_shapes((32, 32), 1, True)
+    assert export_onnx.check(model, str(tmp_path / 'd.onnx'), shapes, atol=1e-4) > 0
+    with pytest.raises(SystemExit, match='error: onnxruntime and PyTorch differ by up to'):
+        export_onnx.check(model, str(tmp_path / 'd.onnx'), shapes, atol=0)
+
+
+@pytest.mark.slow
+def test_onnx_export_with_a_fixed_shape(export_onnx, tmp_path, capsys):
+    cfg = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet26-w0.25_1xb128_cifar100.py')
+    export_onnx.main([cfg, '--shape', '32', '32', '--fixed-shape', '--batch', '2', '--out',
+                      str(tmp_path / 'f.onnx')])
+    out = capsys.readouterr().out
+    assert 'fixed shape' in out and 'on 2x3x32x32 inputs' in out, out
     assert _onnx_axes(tmp_path / 'f.onnx')['input'] == [2, 3, 32, 32]
     assert list(_onnx_axes(tmp_path / 'f.onnx')) == ['input', 'layer4']
 
 
 @pytest.mark.slow
-def test_onnx_export_of_the_full_classifier(tmp_path):
-    """--full-model: input -> cls_score, the same scores as the classifier in PyTorch."""
-    pytest.importorskip('onnxruntime')
-    pytest.importorskip('onnxscript')
-    tool = osp.join(ROOT, 'tools/deployment/export_onnx.py')
-    cfg = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet26-w0.25_1xb128_cifar100.py')
+def test_onnx_export_of_the_full_classifier(export_onnx, tmp_path, capsys):
+    """--full-model: input -> cls_score, the same scores as the classifier in PyTorch; a
+    detection config has no classifier to export."""
     import numpy as np
     import onnxruntime
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'deployment'))
-    try:
-        import export_onnx
-    finally:
-        sys.path.pop(0)
+    cfg = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet26-w0.25_1xb128_cifar100.py')
     model = export_onnx.build_classifier(cfg)
     torch.save(dict(state_dict=model.classifier.state_dict()), tmp_path / 'ckpt.pth')
-    out = _run([sys.executable, tool, cfg, '--full-model', '--shape', '32', '32', '--out',
-                str(tmp_path / 'm.onnx'), '--checkpoint', str(tmp_path / 'ckpt.pth')])
-    assert 'onnxruntime matches PyTorch' in out and '3x3x48x40' in out
+    export_onnx.main([cfg, '--full-model', '--shape', '32', '32', '--out',
+                      str(tmp_path / 'm.onnx'), '--checkpoint', str(tmp_path / 'ckpt.pth')])
+    out = capsys.readouterr().out
+    assert 'onnxruntime matches PyTorch' in out and '3x3x48x40' in out, out
     axes = _onnx_axes(tmp_path / 'm.onnx')
     assert list(axes) == ['input', 'cls_score']
     assert axes['cls_score'] == ['batch', 100]
@@ -143,10 +149,6 @@ def test_onnx_export_of_the_full_classifier(tmp_path):
     (scores, ) = session.run(None, {'input': x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(scores, model.classifier(x, mode='tensor').numpy(), atol=1e-4)
-    # a detection config has no classifier to export
     det = osp.join(ROOT, 'configs/demo/faster-rcnn_ds2net-tiny_fpn_shapes.py')
-    env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES='')
-    res = subprocess.run([sys.executable, tool, det, '--full-model', '--out',
-                          str(tmp_path / 'x.onnx')], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert res.returncode != 0 and 'error: --full-model exports classifiers' in res.stderr
+    with pytest.raises(SystemExit, match='error: --full-model exports classifiers'):
+        export_onnx.main([det, '--full-model', '--out', str(tmp_path / 'x.onnx')])
