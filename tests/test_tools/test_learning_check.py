@@ -36,17 +36,18 @@ def test_textures10_is_real_balanced_and_split_by_region():
 def test_dsnet_learns_real_images():
     torch.manual_seed(0)
     data = lc.textures10(train_per_class=60, val_per_class=20)
+    # the DS model alone: the twin trains through the same loop, and the report's pairing with
+    # it is checked on made-up runs below
     results = lc.run(['dsnet50'], seeds=[0], iters=160, cfg_options=TINY, data=data,
-                     log=lambda s: None, warmup=10)
-    for name in ('dsnet50', lc.TWIN):
-        run = results[name]['runs'][0]
-        curve = [loss for _, loss in run['curve']]
-        # the training loss falls (from ln 10 = 2.3) and held-out patches are recognized well
-        # above chance (0.1); measured on this CPU: loss 2.24 -> 1.34, accuracy 0.385 (DSNet)
-        assert curve[-1] < 0.75 * curve[0], (name, curve)
-        assert run['val_acc'] > 0.25, (name, run['val_acc'])
-    text = lc.report(results, 160)
-    assert 'dsnet50' in text and 'vs the twin' in text
+                     log=lambda s: None, warmup=10, twin=False)
+    assert list(results) == ['dsnet50']
+    run = results['dsnet50']['runs'][0]
+    curve = [loss for _, loss in run['curve']]
+    # the training loss falls (from ln 10 = 2.3) and held-out patches are recognized well above
+    # chance (0.1); measured on the 2-core box, one thread: loss 2.10 -> 1.19, accuracy 0.405
+    assert curve[-1] < 0.75 * curve[0], curve
+    assert run['val_acc'] > 0.25, run['val_acc']
+    assert 'dsnet50' in lc.report(results, 160)
 
 
 def test_report_pairs_the_seeds():
