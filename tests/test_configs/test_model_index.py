@@ -117,6 +117,7 @@ def _python(code: str) -> str:
     return out.stdout
 
 
+@pytest.mark.slow  # a user's script in a fresh interpreter
 def test_import_mmdsnet_makes_mmpretrain_find_our_models():
     """The user's step: ``import mmdsnet``, then mmpretrain's list_models / get_model, with no
     register_model_index() call; import mmdsnet itself imports no mmpretrain."""
@@ -139,6 +140,7 @@ def test_import_mmdsnet_makes_mmpretrain_find_our_models():
     assert "RESNET ['resnet18_8xb32_in1k']" in out  # mmpretrain's own models still there
 
 
+@pytest.mark.slow  # a user's script in a fresh interpreter
 def test_custom_imports_after_mmpretrain_make_our_models_findable():
     """mmpretrain first, then a config's custom_imports (how mmpretrain's own tools run)."""
     pytest.importorskip('mmpretrain')

@@ -39,6 +39,7 @@ def test_missing_custom_imports_warns_about_upstream_tools():
     assert check_cfg(cfg) == []
 
 
+@pytest.mark.slow  # a tool run end to end in a fresh interpreter
 def test_train_tool_stops_on_a_wrongly_scoped_config(tmp_path):
     import subprocess
     import sys
@@ -82,6 +83,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     assert 'with another shape' in out.stderr and 'Traceback' not in out.stderr
 
 
+@pytest.mark.slow  # a tool run end to end in a fresh interpreter
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
     from tiny_runs import write_cfg
     cfg = write_cfg(tmp_path, frozen=-1, with_cp=False, iters=1, interval=1)
@@ -211,6 +213,7 @@ def test_fpn_in_channels_that_differ_from_the_backbone_are_refused():
     assert check_cfg(cfg) == []
 
 
+@pytest.mark.slow  # a tool run end to end in a fresh interpreter
 def test_bad_backbone_argument_in_a_config_is_one_line_from_the_tool(tmp_path):
     """tools/train.py: a head that does not fit, or a bad backbone argument, ends the run with
     one line before the Runner (or the dataset check) starts."""

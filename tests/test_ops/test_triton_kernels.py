@@ -704,6 +704,7 @@ def test_cuda_kernels_are_registered_and_cpu_keeps_aten():
         assert not torch._C._dispatch_has_kernel_for_dispatch_key(f'mmdsnet::{op}', 'CPU'), op
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_cpu_install_without_triton_is_untouched():
     """With triton hidden, mmdsnet imports, registers no CUDA kernel and computes on the CPU."""
     code = '\n'.join([

@@ -137,6 +137,7 @@ def test_aten_suffix_disables_the_device_kernels(bench):
         bench.Runner('DSNet50@fast', _args(), torch.device('cpu'))
 
 
+@pytest.mark.slow  # benchmark runs (torch.compile included)
 def test_main_writes_the_settings(bench, tiny_config, tmp_path):
     """One run through main(): torch.compile (aot_eager, no C++ toolchain), two specs of the same
     model (one @aten), the settings recorded."""
@@ -158,6 +159,7 @@ def test_input_size_takes_one_or_two_values(bench):
         bench.main(['--input-size', '1', '2', '3'])
 
 
+@pytest.mark.slow  # benchmark runs (torch.compile included)
 def test_model_options_dispatch_and_ratio_to(bench, tiny_config, tmp_path):
     """NAME:key=value,...[@dispatch] and --ratio-to: an A/B of two set-ups in one process. The
     options reach the backbone, @dispatch calls the operators through the dispatcher, and the

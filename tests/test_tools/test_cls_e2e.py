@@ -110,6 +110,7 @@ def test_train_log_and_exact_resume_through_the_tool(short_epochs):
     assert a['param_schedulers'] == b['param_schedulers']
 
 
+@pytest.mark.slow  # a short training run
 def test_tiny_dsnet_learns():
     """The training loss of a tiny DSNet on a learnable task falls well below its start."""
     from mmdsnet.models import DSNet

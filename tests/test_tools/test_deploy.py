@@ -32,6 +32,7 @@ def _run(cmd, cwd=ROOT):
     return out.stdout + out.stderr
 
 
+@pytest.mark.slow  # a tool run end to end in a fresh interpreter
 def test_mmpretrain_get_flops_counts_a_ds2net_config():
     out = _run([sys.executable, _upstream_tool('mmpretrain', 'get_flops.py'), CIFAR_CFG,
                 '--shape', '32'])

@@ -173,12 +173,14 @@ def _run(args):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
 
 
+@pytest.mark.slow  # a tool run end to end in a fresh interpreter
 def test_extract_backbone_missing_file_is_one_line(tmp_path):
     out = _run(['tools/extract_backbone.py', str(tmp_path / 'nope.pth'), str(tmp_path / 'o.pth')])
     assert out.returncode == 1 and 'Traceback' not in out.stderr
     assert out.stderr.strip() == f'error: checkpoint {tmp_path / "nope.pth"} can not be found'
 
 
+@pytest.mark.slow  # a tool run end to end in a fresh interpreter
 def test_env_module_runs_without_runpy_warning():
     out = _run(['-W', 'error::RuntimeWarning', '-m', 'mmdsnet.utils.env'])
     assert 'RuntimeWarning' not in out.stderr and 'Traceback' not in out.stderr, out.stderr
