@@ -223,7 +223,8 @@ class DSNet(BaseModule):
                     f'These {type(self).__name__} weights were trained with shortcut_act='
                     f'{trained_arg}, but this model has shortcut_act={ours}: the same tensors '
                     f'would compute something else. Build the backbone with shortcut_act='
-                    f'{trained_arg} (in a config: model.backbone.shortcut_act={trained_arg}).')
+                    f'{trained_arg} (on the command line: --cfg-options '
+                    f'model.backbone.shortcut_act={trained_arg.strip(chr(39))}).')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
 
     @staticmethod
