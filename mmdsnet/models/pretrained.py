@@ -168,20 +168,16 @@ def select_prefix(state_dict: Dict[str, torch.Tensor],
     """The entries whose key starts with ``prefix``, with it removed, after removing the
     ``module.`` of a state dict saved from a DDP-wrapped model; the modules' metadata follows
     the same renaming."""
-    def strip(name: str) -> Optional[str]:
-        name = name[len('module.'):] if name.startswith('module.') else (
-            '' if name == 'module' else name)
-        if (name + '.').startswith(prefix):
-            return (name + '.')[len(prefix):-1]
-        return None
+    def strip(key: str) -> Optional[str]:
+        key = key[len('module.'):] if key.startswith('module.') else key
+        return key[len(prefix):] if key.startswith(prefix) else None
 
-    out = OrderedDict()
-    for k, v in state_dict.items():
-        if k.startswith('module.'):
-            k = k[len('module.'):]
-        if k.startswith(prefix):
-            out[k[len(prefix):]] = v
-    return _with_metadata(out, state_dict, strip)
+    def module_name(name: str) -> Optional[str]:  # a module 'a.b' owns the keys 'a.b.*'
+        key = strip(name + '.')
+        return None if key is None else key[:-1]
+
+    out = OrderedDict((strip(k), v) for k, v in state_dict.items() if strip(k) is not None)
+    return _with_metadata(out, state_dict, module_name)
 
 
 class StateDictMatch(NamedTuple):

@@ -89,10 +89,9 @@ def _kernel_cases():
     3 sources and every combination of W and gradients asked for; N = 2 in small tiles (slow
     under the interpreter: many programs) with 2 sources, W, and two combinations.
 
-    A covering set rather than the full product: every norm meets every dtype, and each of
-    them both layouts, in the module's tiles; in small
-    tiles every norm runs once in float32, the layout alternating, and bf16 on GN-2ch and
-    BN-batch in the other layout."""
+    A covering set rather than the full product: in the module's tiles every norm meets every
+    dtype, and each of them both layouts; in small tiles every norm runs once in float32, the
+    layout alternating, and bf16 on GN-2ch and BN-batch in the other layout."""
     cases, layouts = {}, ('nchw', 'channels_last')
     for k, norm in enumerate(NORMS):
         for d, dtype in enumerate(('f32', 'bf16', 'f64') + (
