@@ -1,11 +1,25 @@
 """Shared test helpers (importable from every test folder: pytest puts tests/, the folder of
 conftest.py, on sys.path)."""
 import contextlib
+import importlib.util
 import os.path as osp
 
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the repository
+#: Every shortcut norm the operators know, as ``shortcut_norm_cfg`` values.
+NORMS = {'GN': dict(type='GN', num_groups=4), 'LN': 'LN', 'IN': 'IN', 'BN': 'BN', 'none': None}
+
+
+def load_tool(path, name=None):
+    """``tools/<path>`` (e.g. ``'analysis/benchmark.py'``) imported as a module of its own, named
+    ``name`` (default ``_tool_<file stem>``): the tools are scripts, not a package."""
+    stem = osp.splitext(osp.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name or f'_tool_{stem}',
+                                                  osp.join(ROOT, 'tools', path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def randomize(model, seed=0):

@@ -1,7 +1,6 @@
 """model-index.yml and the metafiles: complete, true to the paper and the configs, and found by
 mmpretrain's get_model / list_models once registered; every entry builds."""
 import glob
-import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -12,17 +11,14 @@ import yaml
 
 from mmdsnet.utils import model_index as mi
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from helpers import ROOT, load_tool
+
 ENTRIES = mi.entries()
 BY_NAME = {e['Name']: e for e in ENTRIES}
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_{name}', osp.join(ROOT, 'tools', 'analysis', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(f'analysis/{name}.py')
 
 
 def test_every_config_has_one_entry():

@@ -1,6 +1,5 @@
 """A new user's path with the ImageNet config: what the pre-run dataset check finds before a run
 starts (unreadable images in any split it reads, a folder layout with another class count)."""
-import importlib.util
 import io
 import os.path as osp
 
@@ -10,7 +9,8 @@ from mmengine.config import Config
 
 from mmdsnet.datasets import DatasetCheckError, check_datasets, find_problems
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from helpers import ROOT, load_tool
+
 IN1K_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50_4xb32_in1k.py')
 
 
@@ -48,11 +48,7 @@ def imagenet(tmp_path_factory):
 
 @pytest.fixture
 def train_tool():
-    spec = importlib.util.spec_from_file_location('_tool_train_user_path',
-                                                  osp.join(ROOT, 'tools', 'train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('train.py', '_tool_train_user_path')
 
 
 def test_a_corrupt_validation_image_stops_the_run_before_training(imagenet, train_tool,

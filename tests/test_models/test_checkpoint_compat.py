@@ -15,7 +15,6 @@ Fixtures written by the code of commit 1d19ef9, whose checkpoints hold the old k
   classifier's logits on a seeded input, computed then. Covers ``load_from`` / ``--resume``
   (MMEngine's load_checkpoint, the CheckpointMatchHook) and ``init_cfg=Pretrained``.
 """
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,6 +25,8 @@ from torch import nn
 from mmdsnet.models import DS2Net
 from mmdsnet.models.pretrained import (OldCheckpointKeysError, ShortcutActMismatchError,
                                        rename_old_keys)
+
+from helpers import load_tool
 
 DATA = Path(__file__).resolve().parents[1] / 'data'
 LEGACY = DATA / 'legacy_ds2net38_1d19ef9.pth'
@@ -40,11 +41,7 @@ COMMAND = 'python tools/convert_checkpoint.py'
 @pytest.fixture(scope='module')
 def convert():
     """tools/convert_checkpoint.py's main(argv)."""
-    spec = importlib.util.spec_from_file_location(
-        '_tool_convert_checkpoint', DATA.parent.parent / 'tools' / 'convert_checkpoint.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_tool('convert_checkpoint.py').main
 
 
 def _classifier(backbone_init_cfg=None):

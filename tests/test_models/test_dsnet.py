@@ -49,8 +49,8 @@ def test_stage_matches_explicit_equations(shortcut, norm, act):
 
 
 def test_each_normalization_runs_once_per_forward():
-    """In the reference form each norm module runs once per forward (the operators' form is
-    checked in tests/test_aggregation.py::test_each_source_is_normalized_once_per_forward)."""
+    """In the reference form each norm module runs once per forward (the operators' form:
+    tests/test_ops/test_aggregation.py::test_each_source_is_normalized_once_per_forward)."""
     model = DSNet(depth=50, aggregation_impl='reference', **TINY).train()
     calls = {}
     for lname in model.res_layers:

@@ -5,23 +5,18 @@ tools/analysis/gpu_bench.sh uses (--amp, --channels-last, --compile, --input-siz
 profiles (--profile, --python-profile), on a tiny DSNet given as a config file. No timing is
 asserted (that is the benchmark's job)."""
 import argparse
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
 import torch
 
-from helpers import ROOT
+from helpers import load_tool
 
 
 @pytest.fixture(scope='module')
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        '_tool_benchmark', osp.join(ROOT, 'tools', 'analysis', 'benchmark.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis/benchmark.py')
 
 
 @pytest.fixture

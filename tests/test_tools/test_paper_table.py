@@ -1,5 +1,4 @@
 """tools/analysis/paper_table.py on fabricated work dirs and a fabricated benchmark JSON."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -7,15 +6,11 @@ import re
 
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from helpers import ROOT, load_tool
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_{name}', osp.join(ROOT, 'tools', 'analysis', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(f'analysis/{name}.py')
 
 
 @pytest.fixture(scope='module')

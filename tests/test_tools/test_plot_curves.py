@@ -1,5 +1,4 @@
 """tools/analysis/plot_curves.py: the paper's Fig. 4 from MMEngine's scalar logs."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -7,16 +6,12 @@ import numpy as np
 import pytest
 from tiny_runs import run_tool, tiny_run
 
-from helpers import ROOT
+from helpers import load_tool
 
 
 @pytest.fixture(scope='module')
 def pc():
-    spec = importlib.util.spec_from_file_location(
-        '_plot_curves', osp.join(ROOT, 'tools', 'analysis', 'plot_curves.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis/plot_curves.py')
 
 
 def write_run(root, name, records, stamps=('20261127_000000', )):

@@ -1,6 +1,5 @@
 """tools/test.py: --show / --show-dir / --interval / --tta with mmdet's and mmpretrain's meanings,
 --out as pkl or json, the metrics tables, the data hint; through the tool on tiny runs (slow)."""
-import importlib.util
 import json
 import os.path as osp
 import pickle
@@ -11,7 +10,7 @@ import torch
 from mmengine.config import Config
 from tiny_runs import run_tool, tiny_run
 
-from helpers import ROOT
+from helpers import ROOT, load_tool
 
 CLS_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50-w0.25_1xb128_cifar100.py')
 IN1K_CFG = osp.join(ROOT, 'configs/mmpretrain/dsnet/dsnet50_4xb32_in1k.py')
@@ -21,11 +20,7 @@ COCO_CFG = osp.join(ROOT, 'configs/faster_rcnn_ds2net50_coco.py')
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('_tool_test', osp.join(ROOT, 'tools',
-                                                                          'test.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('test.py')
 
 
 def setup(tool, *argv):

@@ -1,25 +1,18 @@
 """tools/visualization/vis_cam.py: Grad-CAM of several checkpoints, on the CPU, offline."""
-import importlib.util
-import os.path as osp
 
 import numpy as np
 import pytest
 import torch
 from tiny_runs import run_tool, tiny_setup
 
-from helpers import randomize
+from helpers import load_tool, randomize
 
 pytest.importorskip('pytorch_grad_cam')
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
 def vc():
-    spec = importlib.util.spec_from_file_location(
-        '_vis_cam', osp.join(ROOT, 'tools', 'visualization', 'vis_cam.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('visualization/vis_cam.py')
 
 
 def classifier(backbone: dict, in_channels: int):

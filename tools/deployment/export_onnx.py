@@ -35,17 +35,6 @@ from mmengine.config import DictAction
 INPUT_NAME = 'input'
 
 
-class Scores(torch.nn.Module):
-    """A classifier as ``images -> class scores`` (``mode='tensor'``: the head's logits)."""
-
-    def __init__(self, classifier):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, x):
-        return self.classifier(x, mode='tensor')
-
-
 def _load_cfg(config: str, cfg_options=None):
     from mmengine.config import Config
 
@@ -89,13 +78,15 @@ def build_classifier(config: str, checkpoint=None, cfg_options=None):
         except RuntimeError as e:
             raise SystemExit(f'error: checkpoint {checkpoint} does not fit {config}: '
                              f'{" ".join(str(e).split())[:300]}') from None
-    return Scores(model.eval()).eval()
+    from mmdsnet.utils.class_scores import ClassScores
+    return ClassScores(model.eval()).eval()
 
 
 def output_names(model) -> List[str]:
     """``layer1`` .. ``layer4`` for the stages a backbone returns, ``cls_score`` for a
     classifier."""
-    if isinstance(model, Scores):
+    from mmdsnet.utils.class_scores import ClassScores
+    if isinstance(model, ClassScores):
         return ['cls_score']
     layers, indices = getattr(model, 'res_layers', None), getattr(model, 'out_indices', None)
     if layers and indices is not None:

@@ -73,17 +73,6 @@ def resolve_layer(classifier, name: str, model_name: str):
         f'--list-layers prints every one)')
 
 
-class Logits(torch.nn.Module):
-    """The classifier as ``images -> class scores`` (what Grad-CAM differentiates)."""
-
-    def __init__(self, classifier):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, x):
-        return self.classifier(x, mode='tensor')
-
-
 class CamModel:
     """One config + checkpoint, ready to give Grad-CAMs of images."""
 
@@ -141,8 +130,10 @@ class CamModel:
         from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, XGradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+        from mmdsnet.utils.class_scores import ClassScores
+
         inputs, shown = self.prepare(image)
-        net = Logits(self.model)
+        net = ClassScores(self.model)  # what Grad-CAM differentiates
         with torch.no_grad():
             scores = net(inputs).softmax(-1)[0]
         pred = int(scores.argmax())
