@@ -87,8 +87,14 @@ class DSLayer(nn.Module):
             if self.shortcut == 'identity':
                 y = self.act(x_l.add_(y))
                 continue
-            sources.append(self.aggregation.normalize(l - 1, src))  # N(Y_{l-1}), once
-            y = self.aggregation(x_l, sources)
+            if len(sources) < l:  # N(Y_{l-1}) (N(X_{l-1})), once
+                sources.append(self.aggregation.normalize(l - 1, src))
+            if self.shortcut != 'dense_x' and l < self.num_blocks - 1:
+                # Y_l feeds the later blocks: N(Y_l)'s statistics from the pass that writes it
+                sources.append(self.aggregation(x_l, sources, as_source=l))
+                y = sources[-1].y
+            else:
+                y = self.aggregation(x_l, sources)
             src = x_l if self.shortcut == 'dense_x' else y
         return y
 

@@ -8,8 +8,9 @@ without affine 1 per element, elementwise ``add`` / ``mul`` / ``relu`` nothing. 
 convention here: ``mmdsnet::norm_stats`` counts the 4 FLOPs per element of the norm it stands for
 and ``mmdsnet::dense_aggregate`` the 1 per element of each source whose statistics are fixed
 (an evaluation BatchNorm; an identity norm's ``mean=0, rstd=1`` count 0 as the reference has no
-norm there), so the totals equal the reference form's. Activations are not counted for either
-(mmengine counts those of convolutions and matrix products only).
+norm there), plus the 4 per element of the output's statistics when it computes them
+(``out_groups``), so the totals equal the reference form's. Activations are not counted for
+either (mmengine counts those of convolutions and matrix products only).
 """
 from math import prod
 
@@ -31,11 +32,13 @@ def _constant_list(value):
 
 
 def _dense_aggregate_flops(inputs, outputs):
-    # inputs: x, ys, means, rstds, weight, own_stats; a list input is a ListConstruct node
+    # inputs: x, ys, means, rstds, weight, own_stats, relu, out_groups, ...; a list input is a
+    # ListConstruct node. With out_groups, the output's statistics: a norm's 4 per element.
     ys = list(inputs[1].node().inputs())
     means = list(inputs[2].node().inputs())
     own = _constant_list(inputs[5])
-    flops = 0
+    out_groups = inputs[7].toIValue() if len(inputs) > 7 else 0
+    flops = 4 * prod(_shape(inputs[0])) if out_groups else 0
     for y, mean, is_own in zip(ys, means, own):
         if not is_own and prod(_shape(mean)) > 1:  # fixed, per-channel: evaluation BatchNorm
             flops += prod(_shape(y))

@@ -8,12 +8,17 @@ Two operators carry the arithmetic of every dense shortcut (paper Eq. 12, and DS
   float32 (float64 for float64 input), whatever the input's dtype: bf16 / fp16 statistics lose
   too much. Computed once per source ``Y_i`` and shared by every later block (paper 4.5). It
   carries no gradient of its own: the aggregation's backward below differentiates through it.
-* ``mmdsnet::dense_aggregate(x, ys, means, rstds, weight, own_stats, relu=True) -> out``::
+* ``mmdsnet::dense_aggregate(x, ys, means, rstds, weight, own_stats, relu=True, out_groups=0,
+  out_eps=1e-5, out_over_batch=False) -> (out, out_mean, out_rstd)``::
 
       out = act(x + sum_i weight[i] * (ys[i] - means[i]) * rstds[i])
 
   ``act`` is the ReLU (``relu=True``, ResNet's activation after its addition) or nothing
-  (``relu=False``, Eq. 12 as the paper prints it): the model's ``shortcut_act``.
+  (``relu=False``, Eq. 12 as the paper prints it): the model's ``shortcut_act``. With
+  ``out_groups > 0`` it also returns ``norm_stats(out, out_groups, out_eps, out_over_batch)``:
+  ``out`` is the new ``Y_l``, the next blocks' source, and its statistics come from the pass that
+  writes it (one launch instead of two on a GPU); otherwise ``out_mean`` and ``out_rstd`` are
+  empty. They carry no gradient, as ``norm_stats``'s.
 
   ``means[i]`` / ``rstds[i]`` are ``(N or 1, G)`` and broadcast over the ``C / G`` channels of each
   group; ``weight`` is ``(S, C)`` or None (all ones). ``own_stats[i]`` (1 or 0: an int list, which
@@ -121,8 +126,15 @@ def _scale_shift(mean: Tensor, rstd: Tensor, w: Optional[Tensor],
 
 
 def _check(x: Tensor, ys: Sequence[Tensor], means: Sequence[Tensor], rstds: Sequence[Tensor],
-           weight: Optional[Tensor], own_stats: Sequence[int]) -> None:
+           weight: Optional[Tensor], own_stats: Sequence[int], out_groups: int = 0,
+           out_over_batch: bool = False) -> None:
     s = len(ys)
+    c = x.shape[1] if x.dim() >= 2 else 0
+    if out_groups < 0 or (out_groups and c % out_groups) or (out_over_batch
+                                                             and out_groups != c):
+        raise ValueError(f'dense_aggregate: out_groups={out_groups} (out_over_batch='
+                         f'{out_over_batch}) cannot split {c} channels: a divisor of C, or C '
+                         f'itself over the batch')
     if not (len(means) == len(rstds) == len(own_stats) == s):
         raise ValueError(f'dense_aggregate: {s} sources but {len(means)} means, {len(rstds)} '
                          f'rstds and {len(own_stats)} own_stats')
@@ -135,11 +147,20 @@ def _check(x: Tensor, ys: Sequence[Tensor], means: Sequence[Tensor], rstds: Sequ
                              f'residual {tuple(x.shape)}')
 
 
+def out_stats_like(out: Tensor, groups: int, over_batch: bool) -> Tuple[Tensor, Tensor]:
+    """Empty ``(out_mean, out_rstd)`` of ``dense_aggregate``: ``(N or 1, groups)``, or no
+    element for ``groups == 0``."""
+    shape = ((1 if over_batch else out.shape[0]), groups) if groups else (0, )
+    acc = stats_dtype(out.dtype)
+    return out.new_empty(shape, dtype=acc), out.new_empty(shape, dtype=acc)
+
+
 def dense_aggregate_aten(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
-                         weight: Optional[Tensor], own_stats: List[int],
-                         relu: bool = True) -> Tensor:
+                         weight: Optional[Tensor], own_stats: List[int], relu: bool = True,
+                         out_groups: int = 0, out_eps: float = 1e-5,
+                         out_over_batch: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """``mmdsnet::dense_aggregate``'s implementation of stock ATen operators (every device)."""
-    _check(x, ys, means, rstds, weight, own_stats)
+    _check(x, ys, means, rstds, weight, own_stats, out_groups, out_over_batch)
     c = x.shape[1]
     w = None if weight is None else weight.reshape(len(ys), c)
     terms = [_scale_shift(m, r, None if w is None else w[i], c)
@@ -150,7 +171,10 @@ def dense_aggregate_aten(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds
     out = torch.add(x.to(acc), _spatial(shift, x))
     for y, (a, _) in zip(ys, terms):
         out.addcmul_(y, _spatial(a, x))
-    return (out.relu_() if relu else out).to(x.dtype)
+    out = (out.relu_() if relu else out).to(x.dtype)
+    if not out_groups:
+        return (out, *out_stats_like(out, 0, False))
+    return (out, *norm_stats_aten(out, out_groups, out_eps, out_over_batch))
 
 
 dense_aggregate = torch.library.custom_op('mmdsnet::dense_aggregate', dense_aggregate_aten,
@@ -158,9 +182,10 @@ dense_aggregate = torch.library.custom_op('mmdsnet::dense_aggregate', dense_aggr
 
 
 @dense_aggregate.register_fake
-def _(x, ys, means, rstds, weight, own_stats, relu=True):
-    _check(x, ys, means, rstds, weight, own_stats)
-    return torch.empty_like(x)
+def _(x, ys, means, rstds, weight, own_stats, relu=True, out_groups=0, out_eps=1e-5,
+      out_over_batch=False):
+    _check(x, ys, means, rstds, weight, own_stats, out_groups, out_over_batch)
+    return (torch.empty_like(x), *out_stats_like(x, out_groups, out_over_batch))
 
 
 def source_backward(g: Tensor, y: Tensor, mean: Tensor, rstd: Tensor, w: Optional[Tensor],
@@ -256,15 +281,16 @@ def _(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight, relu
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, ys, means, rstds, weight, own_stats, relu = inputs
+    x, ys, means, rstds, weight, own_stats, relu = inputs[:7]
     ctx.num_sources, ctx.relu = len(ys), relu
     ctx.own_stats = list(own_stats)
     ctx.has_weight = weight is not None
     ctx.ys_need_grad = [y.requires_grad for y in ys]
-    ctx.save_for_backward(output, weight, *ys, *means, *rstds)
+    ctx.mark_non_differentiable(output[1], output[2])
+    ctx.save_for_backward(output[0], weight, *ys, *means, *rstds)
 
 
-def _backward(ctx, grad: Tensor):
+def _backward(ctx, grad: Tensor, _grad_mean=None, _grad_rstd=None):
     out, weight, *rest = ctx.saved_tensors
     s = ctx.num_sources
     ys, means, rstds = rest[:s], rest[s:2 * s], rest[2 * s:]
@@ -274,7 +300,7 @@ def _backward(ctx, grad: Tensor):
                                                 need_weight, ctx.relu)
     dys = [dy if need else None for dy, need in zip(dys, ctx.ys_need_grad)]
     none = [None] * s
-    return dx, dys, none, none, (dweight if need_weight else None), None, None
+    return dx, dys, none, none, (dweight if need_weight else None), None, None, None, None, None
 
 
 dense_aggregate.register_autograd(_backward, setup_context=_setup_context)
@@ -359,39 +385,47 @@ def kernel_for(op, t: Tensor):
 
 class _Aggregate(torch.autograd.Function):
     """``mmdsnet::dense_aggregate`` with its registered autograd formula, without the operator's
-    Python layers (eager mode only, see above). Inputs: ``own_stats, relu, x, weight, *ys,
-    *means, *rstds``."""
+    Python layers (eager mode only, see above). Inputs: ``own_stats, relu, out_stats, x, weight,
+    *ys, *means, *rstds``."""
 
     @staticmethod
-    def forward(ctx, own_stats, relu, x, weight, *flat):
+    def forward(ctx, own_stats, relu, out_stats, x, weight, *flat):
         s = len(own_stats)
         ys, means, rstds = list(flat[:s]), list(flat[s:2 * s]), list(flat[2 * s:])
-        out = kernel_for(dense_aggregate, x)(x, ys, means, rstds, weight, own_stats, relu)
+        out, mean, rstd = kernel_for(dense_aggregate, x)(x, ys, means, rstds, weight, own_stats,
+                                                         relu, *out_stats)
         ctx.own_stats, ctx.relu, ctx.has_weight = own_stats, relu, weight is not None
+        ctx.mark_non_differentiable(mean, rstd)
         ctx.save_for_backward(out, weight, *flat)
-        return out
+        return out, mean, rstd
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, _grad_mean, _grad_rstd):
         out, weight, *flat = ctx.saved_tensors
         s = len(ctx.own_stats)
         ys, means, rstds = flat[:s], flat[s:2 * s], flat[2 * s:]
-        need_ys = list(ctx.needs_input_grad[4:4 + s])
-        need_weight = ctx.has_weight and ctx.needs_input_grad[3]
+        need_ys = list(ctx.needs_input_grad[5:5 + s])
+        need_weight = ctx.has_weight and ctx.needs_input_grad[4]
         dx, dys, dweight = kernel_for(dense_aggregate_backward, grad)(
             grad, out, list(ys), list(means), list(rstds), weight, ctx.own_stats, need_ys,
             need_weight, ctx.relu)
-        return (None, None, dx, dweight if need_weight else None,
+        return (None, None, None, dx, dweight if need_weight else None,
                 *[dy if need else None for dy, need in zip(dys, need_ys)], *[None] * (2 * s))
 
 
 def aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
-              weight: Optional[Tensor], own_stats: List[int], relu: bool = True) -> Tensor:
-    """``mmdsnet::dense_aggregate(x, ys, means, rstds, weight, own_stats, relu)``: the operator,
-    or in plain eager mode its kernel directly (same arithmetic, less CPU time per call)."""
+              weight: Optional[Tensor], own_stats: List[int], relu: bool = True,
+              out_stats: Optional[Tuple[int, float, bool]] = None):
+    """``mmdsnet::dense_aggregate(x, ys, means, rstds, weight, own_stats, relu, *out_stats)``:
+    the operator, or in plain eager mode its kernel directly (same arithmetic, less CPU time per
+    call). Returns ``out``, or with ``out_stats = (groups, eps, over_batch)`` ``(out, mean,
+    rstd)``: ``out`` and its statistics (``norm_stats(out, *out_stats)``) from one pass."""
+    stats = (0, 1e-5, False) if out_stats is None else tuple(out_stats)
     if _plain_eager(x):
-        return _Aggregate.apply(list(own_stats), relu, x, weight, *ys, *means, *rstds)
-    return dense_aggregate(x, ys, means, rstds, weight, own_stats, relu)
+        result = _Aggregate.apply(list(own_stats), relu, stats, x, weight, *ys, *means, *rstds)
+    else:
+        result = dense_aggregate(x, ys, means, rstds, weight, own_stats, relu, *stats)
+    return result[0] if out_stats is None else tuple(result)
 
 
 def source_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Tensor, Tensor]:
@@ -404,14 +438,18 @@ def source_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[
 
 
 # ------------------------------------------------------------------ for exporters (ONNX ...)
-def _dense_aggregate_decomposed(x, ys, means, rstds, weight, own_stats, relu=True):
+def _dense_aggregate_decomposed(x, ys, means, rstds, weight, own_stats, relu=True, out_groups=0,
+                                out_eps=1e-5, out_over_batch=False):
     c = x.shape[1]
     w = None if weight is None else weight.reshape(len(ys), c)
     out = x
     for i, (y, m, r) in enumerate(zip(ys, means, rstds)):
         a, b = _scale_shift(m, r, None if w is None else w[i], c)
         out = out + y * _spatial(a, x).to(x.dtype) + _spatial(b, x).to(x.dtype)
-    return torch.relu(out) if relu else out
+    out = torch.relu(out) if relu else out
+    if not out_groups:
+        return (out, *out_stats_like(out, 0, False))
+    return (out, *_norm_stats_decomposed(out, out_groups, out_eps, out_over_batch))
 
 
 def _norm_stats_decomposed(y, groups, eps, over_batch):

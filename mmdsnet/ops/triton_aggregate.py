@@ -30,7 +30,9 @@ Launches (each a grid of ``(BLOCK_C, BLOCK_HW)`` tiles of one sample), for up to
   sample's (block's) partials with Chan's parallel formula (no ``E[y^2] - E[y]^2`` cancellation)
   and stores ``mean`` and ``rstd``, then resets the counter to zero for the next launch;
 * ``dense_aggregate``: ONE launch (:func:`_aggregate_kernel`): reads ``x`` and every ``y_i`` once,
-  normalizes each on the fly from its statistics, adds, applies the ReLU, writes ``out``;
+  normalizes each on the fly from its statistics, adds, applies the ReLU, writes ``out``, and
+  with ``out_groups`` computes ``out``'s statistics as ``norm_stats`` does, from the tile it
+  stores (:func:`_tile_stats`): a new ``Y_l`` costs no pass of its own;
 * ``dense_aggregate_backward``: at most TWO launches, the minimum when the statistics are the
   sources' own (the group sums must be complete before any ``dL/dy_i``):
   :func:`_backward_reduce_kernel` reads ``grad``, ``out`` and the ``y_i``, writes ``dL/dx = g``
@@ -77,7 +79,7 @@ from .operators import _ATEN
 from .operators import dense_aggregate as _aggregate_op
 from .operators import dense_aggregate_backward as _backward_op
 from .operators import norm_stats as _stats_op
-from .operators import register_device_kernel, stats_dtype
+from .operators import out_stats_like, register_device_kernel, stats_dtype
 
 __all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'register_cuda_kernels',
            'K']
@@ -170,19 +172,17 @@ def _merge_partials(part_ptr, mean_ptr, rstd_ptr, grp, valid, dst, n0, rows, cpg
     tl.store(rstd_ptr + dst, 1. / tl.sqrt(m2 / tl.maximum(count, 1.) + eps), mask=valid)
 
 
-@triton.jit(do_not_specialize=['N', 'P', 'G'])
-def _stats_kernel(y_ptr, part_ptr, count_ptr, mean_ptr, rstd_ptr, N, C, HW, P, G, eps, syn, syc,
-                  syh, OVER_BATCH: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
-                  BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr):
-    """``norm_stats`` in one launch. Tile ``p`` of sample ``n``: per channel ``c``, over the
-    tile's valid positions, ``mean = sum y / count`` and ``M2 = sum (y - mean)^2``, stored at
-    ``part[0 | 1, n, c, p]``. Then the program counts itself in: per sample ``n`` (GN / LN / IN:
-    statistics ``(N, G)``) or per channel block (``OVER_BATCH``, BatchNorm: ``(1, C)``). The
-    program that completes a count (the others' partials are visible to it: release / acquire
-    atomics) merges them (:func:`_merge_partials`) and sets the counter back to zero."""
-    p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
-    y = tl.load(y_ptr + n * syn + c[:, None] * syc + hw[None, :] * syh, mask=mask,
-                other=0.).to(ACC)
+@triton.jit
+def _tile_stats(y, mask, cm, p, n, c, part_ptr, count_ptr, mean_ptr, rstd_ptr, N, C, HW, P, G,
+                eps, OVER_BATCH: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+                BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr):
+    """``norm_stats`` of a map from its tiles (``y``: this program's tile, zero outside
+    ``mask``). Per channel ``c``, over the tile's valid positions, ``mean = sum y / count`` and
+    ``M2 = sum (y - mean)^2``, stored at ``part[0 | 1, n, c, p]``. Then the program counts
+    itself in: per sample ``n`` (GN / LN / IN: statistics ``(N, G)``) or per channel block
+    (``OVER_BATCH``, BatchNorm: ``(1, C)``). The program that completes a count (the others'
+    partials are visible to it: release / acquire atomics) merges them
+    (:func:`_merge_partials`) and sets the counter back to zero."""
     count = tl.minimum(HW - p * BLOCK_HW, BLOCK_HW).to(ACC)
     mean = tl.sum(y, 1) / count
     d = tl.where(mask, y - mean[:, None], 0.)
@@ -210,6 +210,18 @@ def _stats_kernel(y_ptr, part_ptr, count_ptr, mean_ptr, rstd_ptr, N, C, HW, P, G
                                 cpg, N, C, HW, P, eps, ACC, BLOCK_HW, BLOCK_R)
 
 
+@triton.jit(do_not_specialize=['N', 'P', 'G'])
+def _stats_kernel(y_ptr, part_ptr, count_ptr, mean_ptr, rstd_ptr, N, C, HW, P, G, eps, syn, syc,
+                  syh, OVER_BATCH: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+                  BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr):
+    """``norm_stats`` in one launch: one pass over ``y`` (:func:`_tile_stats`)."""
+    p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
+    y = tl.load(y_ptr + n * syn + c[:, None] * syc + hw[None, :] * syh, mask=mask,
+                other=0.).to(ACC)
+    _tile_stats(y, mask, cm, p, n, c, part_ptr, count_ptr, mean_ptr, rstd_ptr, N, C, HW, P, G,
+                eps, OVER_BATCH, ACC, BLOCK_C, BLOCK_HW, BLOCK_R)
+
+
 @triton.jit
 def _source(i: tl.constexpr, YS0, YS1, YS2, YS3, YS4, YS5, YS6, YS7,
             MS0, MS1, MS2, MS3, MS4, MS5, MS6, MS7, RS0, RS1, RS2, RS3, RS4, RS5, RS6, RS7,
@@ -223,20 +235,24 @@ def _source(i: tl.constexpr, YS0, YS1, YS2, YS3, YS4, YS5, YS6, YS7,
     return y, mean, rstd
 
 
-@triton.jit(do_not_specialize=['W0', 'RS'])
+@triton.jit(do_not_specialize=['W0', 'RS', 'N', 'P', 'G'])
 def _aggregate_kernel(x_ptr, out_ptr, w_ptr, y0, y1, y2, y3, y4, y5, y6, y7,
                       m0, m1, m2, m3, m4, m5, m6, m7,
                       r0, r1, r2, r3, r4, r5, r6, r7,
-                      C, HW, W0, RS, CPG,
+                      part_ptr, count_ptr, mean_ptr, rstd_ptr,
+                      C, HW, W0, RS, CPG, N, P, G, eps,
                       sxn, sxc, sxh, syn, syc, syh, son, soc, soh,
                       NUM: tl.constexpr, HAS_W: tl.constexpr, RELU: tl.constexpr,
-                      ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+                      STATS: tl.constexpr, OVER_BATCH: tl.constexpr, ACC: tl.constexpr,
+                      BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr):
     """``out = act(x + sum_i w_i * (y_i - mean_i) * rstd_i)`` on one tile, in one pass, for the
     ``NUM`` sources ``y0 ..`` (``act``: the ReLU if ``RELU``, else none). Their statistics
     ``m0 ..``, ``r0 ..`` share one layout: the statistic of ``(n, c)`` is at ``n * RS + c //
     CPG`` (``RS``: ``G``, or 0 when one row serves the batch). ``w`` is ``(S, C)``; these
-    sources are its rows ``W0 ..``."""
-    _p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
+    sources are its rows ``W0 ..``. With ``STATS``, ``out``'s own statistics (``G`` groups, or
+    per channel over the batch) as ``_stats_kernel`` computes them, from ``out`` as stored
+    (:func:`_tile_stats`): the next blocks' source needs no pass of its own."""
+    p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
     acc = tl.load(x_ptr + n * sxn + c[:, None] * sxc + hw[None, :] * sxh, mask=mask,
                   other=0.).to(ACC)
     y_off = n * syn + c[:, None] * syc + hw[None, :] * syh
@@ -251,8 +267,12 @@ def _aggregate_kernel(x_ptr, out_ptr, w_ptr, y0, y1, y2, y3, y4, y5, y6, y7,
         acc += (y - mean[:, None]) * a[:, None]
     if RELU:
         acc = tl.where(acc < 0., 0., acc)  # NaN stays NaN, as in ATen
-    tl.store(out_ptr + n * son + c[:, None] * soc + hw[None, :] * soh,
-             acc.to(out_ptr.dtype.element_ty), mask=mask)
+    out = acc.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + n * son + c[:, None] * soc + hw[None, :] * soh, out, mask=mask)
+    if STATS:  # (masked positions hold -mean * rstd * w, not zero)
+        _tile_stats(tl.where(mask, out.to(ACC), 0.), mask, cm, p, n, c, part_ptr, count_ptr,
+                    mean_ptr, rstd_ptr, N, C, HW, P, G, eps, OVER_BATCH, ACC, BLOCK_C,
+                    BLOCK_HW, BLOCK_R)
 
 
 @triton.jit
@@ -567,53 +587,82 @@ def _device(t: Tensor):
     return torch.cuda.device(t.device)
 
 
+def _stats_ok(y: Tensor, groups: int, over_batch: bool) -> bool:
+    """Whether the kernels compute ``norm_stats(y, groups, ...)`` (else ATen, which raises for
+    groups that do not fit)."""
+    return (y.dim() >= 2 and y.dtype in _TL and y.numel() > 0 and groups > 0
+            and y.shape[1] % groups == 0 and (not over_batch or groups == y.shape[1]))
+
+
+def _stats_args(y: Tensor, groups: int, over_batch: bool, block_c: int, block_hw: int) -> list:
+    """The outputs ``(mean, rstd)`` and the kernel arguments ``part, counters, mean, rstd`` of
+    ``y``'s statistics computed in tiles of ``(block_c, block_hw)``."""
+    n, c = y.shape[:2]
+    acc = stats_dtype(y.dtype)
+    p, cblocks = _cdiv(_hw(y), block_hw), _cdiv(c, block_c)
+    mean = torch.empty((1 if over_batch else n, groups), dtype=acc, device=y.device)
+    rstd = torch.empty_like(mean)
+    return [mean, rstd, _workspace(y.device, acc, 2 * n * c * p),
+            _counters(y.device, cblocks if over_batch else n), mean, rstd]
+
+
 def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Tensor, Tensor]:
     """``mmdsnet::norm_stats``: ``(mean, rstd)`` of ``y`` per (sample, group), ``(N, G)``, or per
     channel over the batch, ``(1, C)`` (``over_batch``); one launch, one pass over ``y``."""
-    strides = _flat(y) if y.dim() >= 2 else None
-    if (strides is None or y.dtype not in _TL or y.numel() == 0 or groups <= 0
-            or y.shape[1] % groups or (over_batch and groups != y.shape[1])):
+    strides = _flat(y) if _stats_ok(y, groups, over_batch) else None
+    if strides is None:
         return _aten(_stats_op)(y, groups, eps, over_batch)
     n, c = y.shape[:2]
     hw = _hw(y)
-    acc = stats_dtype(y.dtype)
     block_c, block_hw = _blocks(c, hw, strides)
-    p, cblocks = _cdiv(hw, block_hw), _cdiv(c, block_c)
-    rows = 1 if over_batch else n
-    mean = torch.empty((rows, groups), dtype=acc, device=y.device)
-    rstd = torch.empty_like(mean)
+    p = _cdiv(hw, block_hw)
+    mean, rstd, *args = _stats_args(y, groups, over_batch, block_c, block_hw)
     with _device(y):
-        _stats_kernel[(p, cblocks, n)](
-            y, _workspace(y.device, acc, 2 * n * c * p),
-            _counters(y.device, cblocks if over_batch else n), mean, rstd, n, c, hw, p, groups,
-            eps, *strides, OVER_BATCH=bool(over_batch), ACC=_TL[acc], BLOCK_C=block_c,
-            BLOCK_HW=block_hw, BLOCK_R=_block_r(block_c))
+        _stats_kernel[(p, _cdiv(c, block_c), n)](
+            y, *args, n, c, hw, p, groups, eps, *strides, OVER_BATCH=bool(over_batch),
+            ACC=_TL[stats_dtype(y.dtype)], BLOCK_C=block_c, BLOCK_HW=block_hw,
+            BLOCK_R=_block_r(block_c))
     return mean, rstd
 
 
 def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
-                    weight: Optional[Tensor], own_stats: List[int], relu: bool = True) -> Tensor:
+                    weight: Optional[Tensor], own_stats: List[int], relu: bool = True,
+                    out_groups: int = 0, out_eps: float = 1e-5,
+                    out_over_batch: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """``mmdsnet::dense_aggregate``: ``act(x + sum_i w_i * (y_i - mean_i) * rstd_i)`` in one
-    pass (``act``: the ReLU if ``relu``); one launch per run of up to ``K`` alike sources."""
+    pass (``act``: the ReLU if ``relu``), and with ``out_groups`` its statistics from the same
+    pass; one launch per run of up to ``K`` alike sources."""
     src = _Sources(x, ys, means, rstds, weight)
     x_strides = _flat(x) if src.ok else None
-    if x_strides is None or len(own_stats) != len(ys):
-        return _aten(_aggregate_op)(x, ys, means, rstds, weight, own_stats, relu)
+    if (x_strides is None or len(own_stats) != len(ys)
+            or (out_groups and not _stats_ok(x, out_groups, out_over_batch))):
+        return _aten(_aggregate_op)(x, ys, means, rstds, weight, own_stats, relu, out_groups,
+                                    out_eps, out_over_batch)
     out = torch.empty_like(x)
     out_strides = _flat(out)
     block_c, block_hw = _blocks(src.c, src.hw, src.y_strides)
-    grid = (_cdiv(src.hw, block_hw), _cdiv(src.c, block_c), src.n)
+    p = _cdiv(src.hw, block_hw)
+    grid = (p, _cdiv(src.c, block_c), src.n)
+    if out_groups:
+        mean, rstd, *stats = _stats_args(out, out_groups, out_over_batch, block_c, block_hw)
+    else:
+        mean, rstd = out_stats_like(out, 0, False)
+        stats = [None] * 4  # (compile-time None: no statistics arguments)
     runs = _runs(src.layout)
     prev, prev_strides = x, x_strides
     with _device(x):
         for k, (a, b) in enumerate(runs):  # each later run adds into out
+            last = k == len(runs) - 1
             _aggregate_kernel[grid](
-                prev, out, x if src.weight is None else src.weight, *src.slots(a, b), src.c,
-                src.hw, a, *src.layout[a], *prev_strides, *src.y_strides, *out_strides,
-                NUM=b - a, HAS_W=src.weight is not None, RELU=bool(relu) and k == len(runs) - 1,
-                ACC=_TL[src.acc], BLOCK_C=block_c, BLOCK_HW=block_hw)
+                prev, out, x if src.weight is None else src.weight, *src.slots(a, b),
+                *(stats if last else [None] * 4), src.c, src.hw, a, *src.layout[a], src.n, p,
+                out_groups, out_eps, *prev_strides, *src.y_strides, *out_strides, NUM=b - a,
+                HAS_W=src.weight is not None, RELU=bool(relu) and last,
+                STATS=bool(out_groups) and last, OVER_BATCH=bool(out_over_batch),
+                ACC=_TL[src.acc], BLOCK_C=block_c, BLOCK_HW=block_hw,
+                BLOCK_R=_block_r(block_c))
             prev, prev_strides = out, out_strides
-    return out
+    return out, mean, rstd
 
 
 def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means: List[Tensor],

@@ -158,10 +158,18 @@ def check_kernels(norm, dtype, layout, n, tiles, sources, full, size=(5, 7)):
         relus = (True, False) if full else (layout == 'nchw', )
         for weight, relu in [(w, r) for w in weights for r in relus]:
             args = (ys, means, rstds, weight, own)
-            ref = _aten('aggregate')(x, *args, relu)
-            got = ta.dense_aggregate(x, *args, relu)
+            ref = _aten('aggregate')(x, *args, relu)[0]
+            # out's own statistics from the same pass, where a norm computes them
+            out_stats = (groups, 1e-5, kind == 'batch') if kind in ('group', 'batch') else ()
+            got, out_mean, out_rstd = ta.dense_aggregate(x, *args, relu, *out_stats)
             _close('out', got, ref, TOL[dtype])
             assert got.stride() == ref.stride(), ('out layout', got.stride(), ref.stride())
+            if out_stats:  # those of the map it stored (out itself is compared above)
+                want = _aten('stats')(got, *out_stats)
+                _close('mean of out', out_mean, want[0], TOL[acc])
+                _close('rstd of out', out_rstd, want[1], TOL[acc])
+            else:
+                assert out_mean.numel() == out_rstd.numel() == 0
             some = [i % 2 == 0 for i in range(sources)]
             for need_ys, need_w in ((([True] * sources, True), (some, False))
                                     + ((([False] * sources, True), ) if full else ())):

@@ -117,9 +117,11 @@ def test_op_float32_is_as_accurate_as_the_reference():
 
 
 def test_each_source_is_normalized_once_per_forward():
-    """``mmdsnet::norm_stats`` runs once per source (paper 4.5), whatever number of later blocks
-    reads it: stages of 3, 4, 6, 3 blocks have 2, 3, 5, 2 sources; DS2 adds one per stride-1
-    3x3 conv (3 + 3 + 5 + 2: block 0 of stage 1 has stride 1)."""
+    """Each source's statistics are computed once (paper 4.5), whatever number of later blocks
+    reads them: by ``mmdsnet::norm_stats`` for each stage's ``Y_0`` and DS2's inner sources, by
+    the ``mmdsnet::dense_aggregate`` that writes a later ``Y_l`` (``out_groups``). Stages of 3,
+    4, 6, 3 blocks have 2, 3, 5, 2 sources, 1 + 2 + 4 + 1 of them written by an aggregation;
+    DS2 adds one per stride-1 3x3 conv (3 + 3 + 5 + 2: block 0 of stage 1 has stride 1)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
@@ -128,15 +130,20 @@ def test_each_source_is_normalized_once_per_forward():
             self.inputs = []
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
             if func.overloadpacket is torch.ops.mmdsnet.norm_stats:
-                self.inputs.append(args[0])
-            return func(*args, **(kwargs or {}))
+                self.inputs.append(('norm_stats', args[0]))
+            elif (func.overloadpacket is torch.ops.mmdsnet.dense_aggregate
+                  and (args[7] if len(args) > 7 else (kwargs or {}).get('out_groups'))):
+                self.inputs.append(('dense_aggregate', result[0]))  # out's statistics
+            return result
 
-    for cls, expected in ((DSNet, 12), (DS2Net, 12 + 13)):
+    for cls, by_stats_op in ((DSNet, 4), (DS2Net, 4 + 13)):
         with Count() as count:
             cls(depth=50, base_channels=8).train()(torch.randn(2, 3, 32, 32))
-        assert len(count.inputs) == expected
-        assert len({id(t) for t in count.inputs}) == expected  # never the same source twice
+        assert [k for k, _ in count.inputs].count('norm_stats') == by_stats_op
+        assert len(count.inputs) == 12 + (by_stats_op - 4)
+        assert len({id(t) for _, t in count.inputs}) == len(count.inputs)  # never twice
 
 
 def test_op_keeps_no_normalized_source_for_backward():

@@ -52,9 +52,28 @@ def test_opcheck(memory_format):
     args = (x, ys, [s[0] for s in stats], [s[1] for s in stats], weight, [1, 1, 0])
     torch.library.opcheck(torch.ops.mmdsnet.dense_aggregate.default, args)
     torch.library.opcheck(torch.ops.mmdsnet.norm_stats.default, (ys[0].detach(), 4, 1e-5, False))
-    out = dense_aggregate(*args)
+    out, mean, rstd = dense_aggregate(*args)
     assert out.is_contiguous(memory_format=memory_format)
+    assert mean.numel() == rstd.numel() == 0  # no out_groups: no statistics
     torch.autograd.grad(out.sum(), [x, *ys, weight])
+    # with the output's statistics (GN's, BatchNorm's): those of the output, no gradient
+    for out_stats in ((4, 1e-5, False), (8, 1e-5, True)):
+        torch.library.opcheck(torch.ops.mmdsnet.dense_aggregate.default,
+                              args + (True, *out_stats))
+        out, mean, rstd = dense_aggregate(*args, True, *out_stats)
+        want = norm_stats(out.detach(), *out_stats)
+        torch.testing.assert_close(mean, want[0], rtol=0, atol=0)
+        torch.testing.assert_close(rstd, want[1], rtol=0, atol=0)
+        assert out.requires_grad and not mean.requires_grad and not rstd.requires_grad
+
+
+def test_out_groups_that_do_not_fit_are_refused():
+    x = torch.randn(2, 6, 3, 3)
+    one = torch.ones(1, 1)
+    with pytest.raises(ValueError, match='out_groups=4 .* cannot split 6 channels'):
+        dense_aggregate(x, [x], [one], [one], None, [0], True, 4)
+    with pytest.raises(ValueError, match='out_over_batch=True'):
+        dense_aggregate(x, [x], [one], [one], None, [0], True, 3, 1e-5, True)
 
 
 @pytest.mark.parametrize('norm', ['GN', 'BN'])
@@ -118,13 +137,20 @@ def test_eager_call_equals_the_operator():
     and gradients, bit for bit."""
     from mmdsnet.ops import aggregate
     grads = []
-    for fn in (aggregate, dense_aggregate):
+    for fn in (aggregate, lambda *args: dense_aggregate(*args)[0]):
         x, ys, means, rstds, weight, own = _aggregation_inputs()
         out = fn(x, ys, means, rstds, weight, own)
         (out * torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
         grads.append([out.detach(), x.grad, *[y.grad for y in ys], weight.grad])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # with the output's statistics: the same three outputs both ways
+    x, ys, means, rstds, weight, own = _aggregation_inputs()
+    eager = aggregate(x, ys, means, rstds, weight, own, False, (4, 1e-5, False))
+    op = dense_aggregate(x, ys, means, rstds, weight, own, False, 4, 1e-5, False)
+    for a, b in zip(eager, op):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not eager[1].requires_grad and eager[0].requires_grad
     # and a source that needs no gradient gets none, as through the operator
     x, ys, means, rstds, weight, own = _aggregation_inputs()
     ys[1] = ys[1].detach()

@@ -112,7 +112,7 @@ def test_aggregation_is_captured_in_a_cuda_graph():
     def run():
         stats = [ta.norm_stats(y, groups, 1e-5, False) for y in ys]
         args = (ys, [s[0] for s in stats], [s[1] for s in stats], weight, own)
-        out = ta.dense_aggregate(x, *args)
+        out = ta.dense_aggregate(x, *args)[0]
         return out, ta.dense_aggregate_backward(grad, out, *args, [True] * 3, True)
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
@@ -134,15 +134,16 @@ def test_aggregation_is_captured_in_a_cuda_graph():
 
 
 def test_launch_budget_of_a_training_step():
-    """DSNet50's training step launches 48 Triton kernels: 12 statistics, 12 aggregations, at
-    most 24 backward passes (72 with the earlier pointer-table kernels)."""
+    """DSNet50's training step launches 40 Triton kernels: 4 statistics (each stage's Y_0), 12
+    aggregations (the statistics of every later source from the same pass), at most 24 backward
+    passes (48 with a statistics pass per source, 72 with the pointer-table kernels)."""
     ta = _ta()
     model, x = _dsnet50()
     model(x)[-1].sum().backward()
     with count_launches(ta) as launches:
         model(x)[-1].sum().backward()
-    assert launches.count('_stats_kernel') == 12 and launches.count('_aggregate_kernel') == 12
-    assert len(launches) <= 48, launches
+    assert launches.count('_stats_kernel') == 4 and launches.count('_aggregate_kernel') == 12
+    assert len(launches) <= 40, launches
 
 
 def test_many_sources_in_runs():
@@ -151,8 +152,8 @@ def test_many_sources_in_runs():
     x, ys, grad, groups, kind, stats, weight, own = _inputs((2, 64, 9, 11), torch.float32,
                                                             torch.contiguous_format, 'GN', 35)
     args = (ys, [s[0] for s in stats], [s[1] for s in stats], weight, own)
-    ref = _aten('aggregate')(x, *args)
-    assert _rel(ta.dense_aggregate(x, *args), ref) <= 1e-5
+    ref = _aten('aggregate')(x, *args)[0]
+    assert _rel(ta.dense_aggregate(x, *args)[0], ref) <= 1e-5
     refs = _aten('backward')(grad, ref, *args, [True] * 35, True)
     gots = ta.dense_aggregate_backward(grad, ref, *args, [True] * 35, True)
     assert max(_rel(a, b) for a, b in zip(gots[1], refs[1])) <= 1e-5
@@ -226,9 +227,12 @@ def test_kernels_against_aten(shape, dtype, fmt, norm):
                 assert _rel(a, b) <= TOL[acc], ('statistics', _rel(a, b))
         args = (ys, [s[0] for s in stats], [s[1] for s in stats], weight, own)
         for relu in (True, False):
-            ref = _aten('aggregate')(x, *args, relu)
-            out = ta.dense_aggregate(x, *args, relu)
+            ref = _aten('aggregate')(x, *args, relu)[0]
+            out, mean, rstd = ta.dense_aggregate(x, *args, relu, groups, 1e-5, kind == 'batch')
             assert _rel(out, ref) <= TOL[dtype] and out.stride() == ref.stride(), relu
+            if kind in ('group', 'batch'):  # out's statistics, from the same pass
+                want = _aten('stats')(out, groups, 1e-5, kind == 'batch')
+                assert _rel(mean, want[0]) <= TOL[acc] and _rel(rstd, want[1]) <= TOL[acc]
             for need_ys, need_w in (([True] * 3, True), ([True, False, True], False)):
                 refs = _aten('backward')(grad, ref, *args, need_ys, need_w, relu)
                 gots = ta.dense_aggregate_backward(grad, ref, *args, need_ys, need_w, relu)

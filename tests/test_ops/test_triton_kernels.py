@@ -146,9 +146,13 @@ def _compile_cases():
             # the launcher passes unused slots as None, i.e. compile-time constants
             unused = {f'{k}{i}': None for k in 'ymr' for i in range(num, ta.K)}
             for flag in (True, False):
+                # with the output's statistics (GN or BatchNorm's), or none (no pointers)
+                no_stats = {} if flag else {k: None for k in ('part_ptr', 'count_ptr',
+                                                              'mean_ptr', 'rstd_ptr')}
                 yield ta._aggregate_kernel, maps, dict(
-                    unused, NUM=num, HAS_W=flag, RELU=not flag, ACC=acc, BLOCK_C=64,
-                    BLOCK_HW=32)
+                    unused, **no_stats, NUM=num, HAS_W=flag, RELU=not flag, STATS=flag,
+                    OVER_BATCH=acc == tl.float64, ACC=acc, BLOCK_C=64, BLOCK_HW=32,
+                    BLOCK_R=32)
                 yield ta._backward_reduce_kernel, maps, dict(
                     unused, NUM=num, SUM_G=flag, G_FROM_DX=not flag, RELU=flag, ACC=acc,
                     BLOCK_C=4, BLOCK_HW=512)
@@ -191,9 +195,11 @@ def test_aligned_sources_get_vector_loads():
     names = kernel.arg_names
     vector_loads = {}
     for aligned in (False, True):
-        constexprs = dict({f'{k}{i}': None for k in 'ymr' for i in range(3, ta.K)}, sxh=1,
-                          syh=1, soh=1, NUM=3, HAS_W=True, RELU=True, ACC=tl.float32,
-                          BLOCK_C=4, BLOCK_HW=512)
+        constexprs = dict({f'{k}{i}': None for k in 'ymr' for i in range(3, ta.K)},
+                          part_ptr=None, count_ptr=None, mean_ptr=None, rstd_ptr=None, sxh=1,
+                          syh=1, soh=1, NUM=3, HAS_W=True, RELU=True, STATS=False,
+                          OVER_BATCH=False, ACC=tl.float32, BLOCK_C=4, BLOCK_HW=512,
+                          BLOCK_R=256)
         types = {n: '*fp32' for n in names if n.endswith('_ptr') or n[0] in 'ymr'}
         signature = {n: 'constexpr' if n in constexprs else types.get(n, 'i32') for n in names}
         divisible = ['x_ptr', 'out_ptr', 'w_ptr', 'm0', 'r0', 'C', 'HW', 'sxn', 'sxc', 'syn',

@@ -43,6 +43,7 @@ class Probe:
 
     def _hook(self, stage_name):
         def hook(module, args, out):
+            out = getattr(out, 'y', out)  # an aggregation's output prepared as a source
             entry = dict(std=out.detach().float().std().item(), grad=None)
             self.records.setdefault(stage_name, []).append(entry)
             if out.requires_grad:

@@ -10,7 +10,9 @@ that read like the paper:
 
 * :meth:`DenseAggregation.normalize` ``(i, Y_i)``: ``N``'s statistics of a source, computed once
   and shared by every later block (paper 4.5);
-* :meth:`DenseAggregation.forward` ``(X_l, sources)``: ``act(X_l + sum_i W_l^i * N(Y_i))``.
+* :meth:`DenseAggregation.forward` ``(X_l, sources)``: ``act(X_l + sum_i W_l^i * N(Y_i))``;
+  with ``as_source=l`` the new ``Y_l`` comes back prepared as the next blocks' source, its
+  statistics computed by the same pass that writes it.
 
 Both run PyTorch custom operators (:mod:`mmdsnet.ops`): ``mmdsnet::norm_stats`` and
 ``mmdsnet::dense_aggregate``, which keep no normalized source for backward and work under
@@ -97,6 +99,15 @@ def _batch_stats(y: Tensor, eps: float, momentum: Optional[float],
     """BatchNorm's batch statistics per channel; the running ones (if given) are updated as
     ``nn.BatchNorm2d`` updates them (unbiased variance, ``momentum`` None: cumulative mean)."""
     mean, rstd = source_stats(y.detach(), y.shape[1], eps, True)
+    return _update_running(y, mean, rstd, eps, momentum, running_mean, running_var,
+                           num_batches_tracked)
+
+
+def _update_running(y: Tensor, mean: Tensor, rstd: Tensor, eps: float, momentum: Optional[float],
+                    running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                    num_batches_tracked: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """:func:`_batch_stats` for statistics ``(mean, rstd)`` of ``y`` already computed (by the
+    aggregation that wrote ``y``); returns them."""
     if running_mean is not None:
         with torch.no_grad():
             num_batches_tracked.add_(1)
@@ -116,7 +127,8 @@ def _running_stats(y: Tensor, running_mean: Tensor, running_var: Tensor,
             torch.rsqrt(running_var.to(acc) + eps).reshape(1, -1))
 
 
-for _name in ('_no_stats', '_group_stats', '_batch_stats', '_running_stats', 'aggregate'):
+for _name in ('_no_stats', '_group_stats', '_batch_stats', '_update_running', '_running_stats',
+              'aggregate'):
     torch.fx.wrap(_name)
 
 
@@ -172,8 +184,24 @@ class DenseAggregation(nn.Module):
                           f'memory: every N(Y_i) is kept for backward)', stacklevel=2)
         return False
 
-    def normalize(self, i: int, y: Tensor) -> Source:
-        """Prepare source ``Y_i``: ``N_i``'s statistics of ``y`` (once per forward)."""
+    def stats_of(self, i: int) -> Optional[Tuple[int, float, bool]]:
+        """``(groups, eps, over_batch)`` of the statistics that ``N_i`` computes from its input
+        (GN, a training BatchNorm), or None: fixed numbers (no norm, BatchNorm's running
+        statistics) or the reference form."""
+        norm = self.norms[i]
+        if not self.uses_op():
+            return None
+        if isinstance(norm, nn.GroupNorm):
+            return norm.num_groups, norm.eps, False
+        if isinstance(norm, _BatchNorm) and (norm.training or not norm.track_running_stats):
+            return self.channels, norm.eps, True
+        return None
+
+    def normalize(self, i: int, y: Tensor, stats: Optional[Tuple[Tensor, Tensor]] = None
+                  ) -> Source:
+        """Prepare source ``Y_i``: ``N_i``'s statistics of ``y`` (once per forward), or the
+        given ``stats = (mean, rstd)`` of ``y`` (computed by the aggregation that wrote it, as
+        :meth:`stats_of` asks)."""
         norm = self.norms[i]
         if not self.uses_op():
             return Source(y, normed=norm(y))
@@ -181,29 +209,42 @@ class DenseAggregation(nn.Module):
         if isinstance(norm, nn.Identity):
             stats, own = _no_stats(y), False
         elif isinstance(norm, nn.GroupNorm):
-            stats, own = _group_stats(y, norm.num_groups, norm.eps), True
+            stats, own = stats or _group_stats(y, norm.num_groups, norm.eps), True
         elif norm.training or not norm.track_running_stats:
             # BatchNorm's batch statistics, updating the running ones in training as
             # nn.BatchNorm2d does
             update = norm.training and norm.track_running_stats
-            stats, own = _batch_stats(
-                y, norm.eps, norm.momentum, norm.running_mean if update else None,
-                norm.running_var if update else None,
-                norm.num_batches_tracked if update else None), True
+            running = (norm.running_mean if update else None,
+                       norm.running_var if update else None,
+                       norm.num_batches_tracked if update else None)
+            if stats is None:
+                stats = _batch_stats(y, norm.eps, norm.momentum, *running)
+            else:
+                stats = _update_running(y, stats[0], stats[1], norm.eps, norm.momentum, *running)
+            own = True
         else:  # BatchNorm's running statistics
             stats, own = _running_stats(y, norm.running_mean, norm.running_var, norm.eps), False
         return Source(y, stats[0], stats[1], own)
 
-    def forward(self, x: Tensor, sources: Sequence[Source]) -> Tensor:
-        """``act(X_l + sum_i W_l^i * N(Y_i))`` with ``l = len(sources)``."""
+    def forward(self, x: Tensor, sources: Sequence[Source],
+                as_source: Optional[int] = None) -> Union[Tensor, Source]:
+        """``Y_l = act(X_l + sum_i W_l^i * N(Y_i))`` with ``l = len(sources)``; with
+        ``as_source=l``, ``normalize(l, Y_l)`` (the next blocks' source), where the operators
+        compute ``N_l``'s statistics of ``Y_l`` in the pass that writes it."""
         if not 1 <= len(sources) <= self.num_sources:
             raise ValueError(f'expected 1 to {self.num_sources} sources, got {len(sources)}')
         weight = self.shortcuts[len(sources) - 1].weight
         if sources[0].normed is not None:
-            return aggregate_reference(x, [s.normed for s in sources], weight, self.relu)
-        return aggregate(x, [s.y for s in sources], [s.mean for s in sources],
-                         [s.rstd for s in sources], weight, [int(s.own) for s in sources],
-                         self.relu)
+            y = aggregate_reference(x, [s.normed for s in sources], weight, self.relu)
+            return y if as_source is None else self.normalize(as_source, y)
+        args = (x, [s.y for s in sources], [s.mean for s in sources], [s.rstd for s in sources],
+                weight, [int(s.own) for s in sources], self.relu)
+        out_stats = None if as_source is None else self.stats_of(as_source)
+        if out_stats is None:
+            y = aggregate(*args)
+            return y if as_source is None else self.normalize(as_source, y)
+        result = aggregate(*args, out_stats)  # (indexed: under torch.fx one traced value)
+        return self.normalize(as_source, result[0], (result[1], result[2]))
 
     def extra_repr(self) -> str:
         act = 'relu' if self.relu else 'none'
