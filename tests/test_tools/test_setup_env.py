@@ -58,6 +58,7 @@ def test_the_script_parses():
     assert res.returncode == 0, res.stderr
 
 
+@pytest.mark.slow  # the setup script end to end, several runs in fresh shells (~20 s)
 def test_first_setup_shows_progress_then_the_cached_wheel_and_the_stamp_are_used(fake_env):
     venv, env, tmp = fake_env
     lines = _setup(env, MAX_JOBS='3', MMDSNET_TICK='1', FAKE_BUILD_S='2.5')
