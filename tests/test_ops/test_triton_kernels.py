@@ -27,9 +27,12 @@ the child. Cases:
   operator (GN, BatchNorm batch and running statistics, none); a DS2Net training step against
   the reference form in float64 (1e-9) and a DSNet bf16-autocast step against the ATen
   operators; the switch ``use_implementation`` (ATen: no kernel runs, eager or dispatched);
-* the launch budget of one DSNet50 / DS2Net50 training step (one launch per statistic and per
-  aggregation forward, at most two per backward: 48 / 100 launches, 72 / 150 with the earlier
-  pointer-table kernels)
+* the statistics of the output computed by the aggregation pass itself (``out_groups``), against
+  ATen's statistics of the map it stored;
+* the launch budget of one DSNet50 / DS2Net50 training step (one launch per aggregation
+  forward, which also computes the statistics of a ``Y_l`` that later blocks read, one per
+  statistic no aggregation writes, at most two per backward: 40 / 92 launches; 48 / 100 with a
+  statistics pass per source, 72 / 150 with the pointer-table kernels)
   and no host work per call but launching and allocating the outputs (a TorchDispatchMode
   around each call: no copy, no pinned memory, no ``.item()``, no temporary);
 * inputs the kernels do not take (a strided slice, sources of two dtypes) give ATen's result
