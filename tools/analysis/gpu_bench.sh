@@ -16,7 +16,8 @@
 #   process (the best of mmpretrain's and torchvision's; mmdet's needs mmcv's compiled ops):
 #   a) fp32 (TF32 convolutions, PyTorch's default), batch 32, 224x224: training time, peak memory,
 #      inference images/s; DSNet50 also with the operators' ATen implementation (@aten, i.e.
-#      mmdsnet.ops.use_implementation(kernels='aten'));
+#      mmdsnet.ops.use_implementation(kernels='aten')) and in the reference form
+#      (DSNet50:aggregation_impl='reference', also in d);
 #   e) fp32, batch 128 (the GPU bounds the step): training time;
 #   b) bf16 autocast + channels_last, batch 64: training time and memory;
 #   d) detection regime: backbone only, out_indices (0, 1, 2, 3), batch 2 at 800x1216, fwd + bwd;
@@ -69,7 +70,8 @@ echo "== 0) equivalence and the CUDA path's promises: tests/test_ops/test_ops_cu
 timeout "$(left 300)" $PY -m pytest tests/test_ops/test_ops_cuda.py -m cuda -q -rs -p no:cacheprovider \
     2>&1 | tail -n 40 | tee "$OUT/equivalence.txt"
 
-MODELS_A=(ResNet50 DSNet50 DS2Net50 DSNet50@aten)
+REF="DSNet50:aggregation_impl='reference'"  # the reference form: never faster than the default?
+MODELS_A=(ResNet50 DSNet50 DS2Net50 DSNet50@aten "$REF")
 MODELS_B=(DSNet50 DS2Net50)
 run() {  # name, timeout, benchmark arguments...
   local name=$1 limit=$2; shift 2
@@ -83,7 +85,7 @@ run e_fp32_b128 "$(left 200)" "${E[@]}" --models "${MODELS_B[@]}"
 run b_bf16_channels_last "$(left 150)" "${B[@]}" --amp bf16 --channels-last \
     --models "${MODELS_B[@]}"
 run d_detection "$(left 110)" "${D[@]}" --backbone-only --out-indices 0 1 2 3 \
-    --models "${MODELS_B[@]}"
+    --models "${MODELS_B[@]}" "$REF"
 run c_compile_dsnet "$(left 55)" "${C[@]}" --models DSNet50
 run c_compile_ds2net "$(left 3)" "${C[@]}" --models DS2Net50
 
@@ -138,6 +140,11 @@ for setting, targets in TARGETS.items():
                     met = v >= bound if key == 'infer' else v <= bound
                     verdicts.append(f"{key} {'>=' if key == 'infer' else '<='} {bound}: "
                                     + ('met' if met else 'MISSED'))
+        if spec.startswith('DSNet50:') and 'reference' in spec and not dry:
+            default = models.get('DSNet50', {}).get('train_time', {}).get('paired_ratio_median')
+            if t is not None and default is not None:
+                verdicts.append('reference form ' + ('FASTER than' if t < default else
+                                                     'not faster than') + ' the default')
         f = lambda v: '-' if v is None else f'{v:.3f}'  # noqa: E731
         print(f'| {setting} | {spec} | {f(t)} | {f(mem)} | {f(ips)} | {"; ".join(verdicts)} |')
 PY
