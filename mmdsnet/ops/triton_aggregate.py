@@ -595,15 +595,14 @@ def _stats_ok(y: Tensor, groups: int, over_batch: bool) -> bool:
 
 
 def _stats_args(y: Tensor, groups: int, over_batch: bool, block_c: int, block_hw: int) -> list:
-    """The outputs ``(mean, rstd)`` and the kernel arguments ``part, counters, mean, rstd`` of
-    ``y``'s statistics computed in tiles of ``(block_c, block_hw)``."""
+    """The kernel arguments ``part, counters, mean, rstd`` of ``y``'s statistics computed in
+    tiles of ``(block_c, block_hw)``; ``mean`` and ``rstd`` are the outputs."""
     n, c = y.shape[:2]
     acc = stats_dtype(y.dtype)
     p, cblocks = _cdiv(_hw(y), block_hw), _cdiv(c, block_c)
     mean = torch.empty((1 if over_batch else n, groups), dtype=acc, device=y.device)
-    rstd = torch.empty_like(mean)
-    return [mean, rstd, _workspace(y.device, acc, 2 * n * c * p),
-            _counters(y.device, cblocks if over_batch else n), mean, rstd]
+    return [_workspace(y.device, acc, 2 * n * c * p),
+            _counters(y.device, cblocks if over_batch else n), mean, torch.empty_like(mean)]
 
 
 def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Tensor, Tensor]:
@@ -616,13 +615,13 @@ def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Te
     hw = _hw(y)
     block_c, block_hw = _blocks(c, hw, strides)
     p = _cdiv(hw, block_hw)
-    mean, rstd, *args = _stats_args(y, groups, over_batch, block_c, block_hw)
+    args = _stats_args(y, groups, over_batch, block_c, block_hw)
     with _device(y):
         _stats_kernel[(p, _cdiv(c, block_c), n)](
             y, *args, n, c, hw, p, groups, eps, *strides, OVER_BATCH=bool(over_batch),
             ACC=_TL[stats_dtype(y.dtype)], BLOCK_C=block_c, BLOCK_HW=block_hw,
             BLOCK_R=_block_r(block_c))
-    return mean, rstd
+    return args[2], args[3]
 
 
 def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
@@ -644,7 +643,8 @@ def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: Lis
     p = _cdiv(src.hw, block_hw)
     grid = (p, _cdiv(src.c, block_c), src.n)
     if out_groups:
-        mean, rstd, *stats = _stats_args(out, out_groups, out_over_batch, block_c, block_hw)
+        stats = _stats_args(out, out_groups, out_over_batch, block_c, block_hw)
+        mean, rstd = stats[2:]
     else:
         mean, rstd = out_stats_like(out, 0, False)
         stats = [None] * 4  # (compile-time None: no statistics arguments)

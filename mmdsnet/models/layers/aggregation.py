@@ -234,17 +234,18 @@ class DenseAggregation(nn.Module):
         if not 1 <= len(sources) <= self.num_sources:
             raise ValueError(f'expected 1 to {self.num_sources} sources, got {len(sources)}')
         weight = self.shortcuts[len(sources) - 1].weight
+        # (None in the reference form: stats_of asks the operators only)
+        out_stats = None if as_source is None else self.stats_of(as_source)
         if sources[0].normed is not None:
             y = aggregate_reference(x, [s.normed for s in sources], weight, self.relu)
-            return y if as_source is None else self.normalize(as_source, y)
-        args = (x, [s.y for s in sources], [s.mean for s in sources], [s.rstd for s in sources],
-                weight, [int(s.own) for s in sources], self.relu)
-        out_stats = None if as_source is None else self.stats_of(as_source)
-        if out_stats is None:
+        else:
+            args = (x, [s.y for s in sources], [s.mean for s in sources],
+                    [s.rstd for s in sources], weight, [int(s.own) for s in sources], self.relu)
+            if out_stats is not None:
+                result = aggregate(*args, out_stats)  # (indexed: under torch.fx one value)
+                return self.normalize(as_source, result[0], (result[1], result[2]))
             y = aggregate(*args)
-            return y if as_source is None else self.normalize(as_source, y)
-        result = aggregate(*args, out_stats)  # (indexed: under torch.fx one traced value)
-        return self.normalize(as_source, result[0], (result[1], result[2]))
+        return y if as_source is None else self.normalize(as_source, y)
 
     def extra_repr(self) -> str:
         act = 'relu' if self.relu else 'none'
