@@ -82,6 +82,7 @@ class DSLayer(nn.Module):
         first = self.block(0)
         y = self.act(self._residual(first, x).add_(first.project(x)))  # Y_0
         src, sources = y, []  # the newest source: Y_{l-1}, or X_{l-1} for dense_x (X_0 := Y_0)
+        chain = None if self.shortcut == 'identity' else self.aggregation.new_chain(y)
         for l in range(1, self.num_blocks):
             x_l = self._residual(self.block(l), y)
             if self.shortcut == 'identity':
@@ -91,10 +92,10 @@ class DSLayer(nn.Module):
                 sources.append(self.aggregation.normalize(l - 1, src))
             if self.shortcut != 'dense_x' and l < self.num_blocks - 1:
                 # Y_l feeds the later blocks: N(Y_l)'s statistics from the pass that writes it
-                sources.append(self.aggregation(x_l, sources, as_source=l))
+                sources.append(self.aggregation(x_l, sources, as_source=l, chain=chain))
                 y = sources[-1].y
             else:
-                y = self.aggregation(x_l, sources)
+                y = self.aggregation(x_l, sources, chain=chain)
             src = x_l if self.shortcut == 'dense_x' else y
         return y
 

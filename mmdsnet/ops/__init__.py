@@ -11,8 +11,8 @@ here, counted as it counts the reference form.
 """
 from .flops import register_flop_handles
 from .operators import (aggregate, dense_aggregate, dense_aggregate_backward,
-                        export_decompositions, kernel_for, norm_stats, source_stats, stats_dtype,
-                        use_implementation)
+                        export_decompositions, kernel_for, new_chain, norm_stats, source_stats,
+                        stats_dtype, use_implementation)
 
 register_flop_handles()
 try:  # CUDA tensors take the Triton kernels (triton_aggregate.py) where triton imports
@@ -23,4 +23,5 @@ else:
     register_cuda_kernels()
 
 __all__ = ['aggregate', 'dense_aggregate', 'dense_aggregate_backward', 'export_decompositions',
-           'kernel_for', 'norm_stats', 'source_stats', 'stats_dtype', 'use_implementation']
+           'kernel_for', 'new_chain', 'norm_stats', 'source_stats', 'stats_dtype',
+           'use_implementation']

@@ -47,7 +47,8 @@ import torch
 from torch import Tensor
 
 __all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'source_backward',
-           'aggregate', 'source_stats', 'kernel_for', 'register_device_kernel', 'stats_dtype',
+           'chain_backward_aten', 'CHAIN_BACKWARD', 'SourceGrad', 'new_chain', 'aggregate',
+           'source_stats', 'kernel_for', 'register_device_kernel', 'stats_dtype',
            'use_implementation', 'export_decompositions', 'norm_stats_aten',
            'dense_aggregate_aten', 'dense_aggregate_backward_aten']
 
@@ -268,6 +269,46 @@ def dense_aggregate_backward_aten(grad: Tensor, out: Tensor, ys: List[Tensor],
     return g, dys, dweight
 
 
+def chain_backward_aten(grad: Tensor, out: Tensor, ys: List[Tensor], means: List[Tensor],
+                        rstds: List[Tensor], weight: Optional[Tensor], own_stats: List[int],
+                        need_ys: List[bool], need_weight: bool, relu: bool,
+                        hs: List[Optional[Tensor]]) -> Tuple[Tensor, List[Tensor], Tensor]:
+    """The backward of one aggregation of a chain (:func:`aggregate` with ``chain``), ATen
+    implementation. As :func:`dense_aggregate_backward_aten`, except for the sources' gradients:
+    each source but the last gets ``h_i = hs[i] + w_i * g`` (in place into ``hs[i]``; a new tensor
+    where ``hs[i]`` is None), its shortcut gradient so far, with no norm backward; the last
+    gets ``dL/dy = N'(hs[-1] + w g)``, the norm backward of its whole shortcut gradient (one norm
+    backward per source, not one per edge). Returns ``(dx, [h_0 .. h_{S-2}, dy_{S-1}],
+    dweight)``, empty where not needed."""
+    g = torch.ops.aten.threshold_backward(grad, out, 0) if relu else grad.clone()
+    c, last = out.shape[1], len(ys) - 1
+    w = None if weight is None else weight.reshape(len(ys), c)
+    need_w = need_weight and w is not None
+    dw_rows, outs = [], []
+    for i, (y, m, r, own, need_y) in enumerate(zip(ys, means, rstds, own_stats, need_ys)):
+        wi = None if w is None else w[i]
+        h = hs[i] if need_y else None
+        if need_y and i == last and h is None:  # the only edge: dL/dy and dL/dw in one call
+            dy, dw = source_backward(g, y, m, r, wi, bool(own), True, need_w)
+        else:
+            dw = source_backward(g, y, m, r, wi, bool(own), False, True)[1] if need_w else None
+            if not need_y:
+                dy = y.new_empty(0)
+            elif h is None:  # the first edge of an older source
+                dy = g.to(y.dtype, copy=True) if wi is None else (g * _spatial(wi.reshape(1, c),
+                                                                               g)).to(y.dtype)
+            else:
+                dy = h.add_(g) if wi is None else h.addcmul_(g, _spatial(wi.reshape(1, c), g))
+                if i == last:
+                    dy = source_backward(dy, y, m, r, None, bool(own), True, False)[0]
+        outs.append(_like(dy, y) if need_y else dy)
+        if need_w:
+            dw_rows.append(dw.reshape(c))
+    dweight = (torch.stack(dw_rows).to(weight.dtype).reshape(weight.shape) if need_w
+               else out.new_empty(0))
+    return g, outs, dweight
+
+
 dense_aggregate_backward = torch.library.custom_op(
     'mmdsnet::dense_aggregate_backward', dense_aggregate_backward_aten, mutates_args=())
 
@@ -315,8 +356,12 @@ dense_aggregate.register_autograd(_backward, setup_context=_setup_context)
 # implementation) through one small autograd.Function; whenever anything records or transforms
 # the call (torch.jit.trace, torch.compile / export, a dispatch or function mode such as the FLOP
 # counter or fake tensors, a tensor subclass), the operator itself runs.
+#: The key of a chain's backward (:func:`chain_backward_aten`) in the kernel tables: an eager
+#: function only, never an operator (see "chains" below).
+CHAIN_BACKWARD = 'chain_backward'
 _ATEN = {norm_stats: norm_stats_aten, dense_aggregate: dense_aggregate_aten,
-         dense_aggregate_backward: dense_aggregate_backward_aten}
+         dense_aggregate_backward: dense_aggregate_backward_aten,
+         CHAIN_BACKWARD: chain_backward_aten}
 _KERNELS = ('device', 'aten')
 _CALLS = ('eager', 'dispatcher')
 _MODE = {'kernels': 'device', 'calls': 'eager'}  # set by use_implementation only
@@ -369,7 +414,8 @@ def register_device_kernel(op, device_type: str, fn) -> None:
     @functools.wraps(fn)
     def kernel(*args, **kwargs):
         return (aten if _MODE['kernels'] == 'aten' else fn)(*args, **kwargs)
-    op.register_kernel(device_type)(kernel)
+    if op is not CHAIN_BACKWARD:  # (not an operator: the eager calls alone use it)
+        op.register_kernel(device_type)(kernel)
     _DEVICE_KERNELS[op, device_type] = fn
 
 
@@ -383,46 +429,114 @@ def kernel_for(op, t: Tensor):
     return fn
 
 
+# Chains. In a stage, source Y_i is read by every later aggregation l > i, and autograd would
+# add their dL/dY_i maps, one per edge (a written map, then a read-add-write each). The calls
+# of a chain (a stage: targets l = 1, 2, ... in order, each X_l computed from Y_{l-1}) instead
+# add ``w_l^i g_l`` into one buffer per source (:class:`SourceGrad`) and return no gradient for
+# it, except the call whose last source it is: that call finalizes it with one norm backward of
+# the whole sum, returned to autograd. Exact because that call runs backward after every other
+# reader of Y_i (they all depend on its output); a contribution that arrived after the
+# finalization would be lost, so it raises instead.
+class SourceGrad:
+    """The shortcut gradient of one source of a chain, summed so far within one backward pass
+    (autograd's graph task): ``h``; ``done``: the task that finalized it."""
+    __slots__ = ('task', 'h', 'done')
+
+    def __init__(self):
+        self.task, self.h, self.done = None, None, None
+
+    def get(self, task: int) -> Optional[Tensor]:
+        """The sum so far in this backward pass (None: nothing yet; a sum left by an earlier pass
+        that never finalized it, e.g. ``autograd.grad`` of part of the graph, is dropped)."""
+        if self.done == task:
+            raise RuntimeError(
+                'dense_aggregate: a shortcut gradient reached a source after the aggregation '
+                'that finalizes it: the calls of a chain must follow the stage order (target l '
+                'after l - 1, X_l computed from Y_{l-1}); build the model with '
+                'aggregation_impl=\'reference\' for other graphs')
+        return self.h if self.task == task else None
+
+    def put(self, task: int, h: Optional[Tensor], final: bool) -> None:
+        self.task, self.h = task, (None if final else h)
+        if final:
+            self.done = task
+
+
+def new_chain(num_sources: int) -> List[SourceGrad]:
+    """The gradient buffers of one chain (one stage's forward pass): ``chain[:l]`` goes with
+    the call for target ``l`` (:func:`aggregate`)."""
+    return [SourceGrad() for _ in range(num_sources)]
+
+
+def _no_double_backward() -> None:
+    if torch.is_grad_enabled():
+        raise RuntimeError('dense_aggregate: double backward (create_graph=True) is not '
+                           'supported by the aggregation operators; build the model with '
+                           'aggregation_impl=\'reference\' for higher-order gradients')
+
+
 class _Aggregate(torch.autograd.Function):
     """``mmdsnet::dense_aggregate`` with its registered autograd formula, without the operator's
-    Python layers (eager mode only, see above). Inputs: ``own_stats, relu, out_stats, x, weight,
-    *ys, *means, *rstds``."""
+    Python layers (eager mode only, see above). Inputs: ``own_stats, relu, out_stats, chain, x,
+    weight, *ys, *means, *rstds``; with ``chain`` (one :class:`SourceGrad` per source) the
+    sources' gradients are summed as described above."""
 
     @staticmethod
-    def forward(ctx, own_stats, relu, out_stats, x, weight, *flat):
+    def forward(ctx, own_stats, relu, out_stats, chain, x, weight, *flat):
         s = len(own_stats)
         ys, means, rstds = list(flat[:s]), list(flat[s:2 * s]), list(flat[2 * s:])
         out, mean, rstd = kernel_for(dense_aggregate, x)(x, ys, means, rstds, weight, own_stats,
                                                          relu, *out_stats)
         ctx.own_stats, ctx.relu, ctx.has_weight = own_stats, relu, weight is not None
+        ctx.accs = chain
         ctx.mark_non_differentiable(mean, rstd)
         ctx.save_for_backward(out, weight, *flat)
         return out, mean, rstd
 
     @staticmethod
     def backward(ctx, grad, _grad_mean, _grad_rstd):
+        _no_double_backward()
         out, weight, *flat = ctx.saved_tensors
         s = len(ctx.own_stats)
-        ys, means, rstds = flat[:s], flat[s:2 * s], flat[2 * s:]
-        need_ys = list(ctx.needs_input_grad[5:5 + s])
-        need_weight = ctx.has_weight and ctx.needs_input_grad[4]
-        dx, dys, dweight = kernel_for(dense_aggregate_backward, grad)(
-            grad, out, list(ys), list(means), list(rstds), weight, ctx.own_stats, need_ys,
-            need_weight, ctx.relu)
-        return (None, None, None, dx, dweight if need_weight else None,
+        ys, means, rstds = list(flat[:s]), list(flat[s:2 * s]), list(flat[2 * s:])
+        need_ys = list(ctx.needs_input_grad[6:6 + s])
+        need_weight = ctx.has_weight and ctx.needs_input_grad[5]
+        args = (grad, out, ys, means, rstds, weight, ctx.own_stats, need_ys, need_weight,
+                ctx.relu)
+        if ctx.accs is None:
+            dx, dys, dweight = kernel_for(dense_aggregate_backward, grad)(*args)
+        else:
+            task = torch._C._current_graph_task_id()
+            hs = [acc.get(task) if need else None for acc, need in zip(ctx.accs, need_ys)]
+            dx, dys, dweight = kernel_for(CHAIN_BACKWARD, grad)(*args, hs)
+            for i, (acc, need) in enumerate(zip(ctx.accs, need_ys)):
+                if need:
+                    acc.put(task, dys[i], i == s - 1)
+            dys = [None] * (s - 1) + dys[-1:]
+        return (None, None, None, None, dx, dweight if need_weight else None,
                 *[dy if need else None for dy, need in zip(dys, need_ys)], *[None] * (2 * s))
 
 
 def aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: List[Tensor],
               weight: Optional[Tensor], own_stats: List[int], relu: bool = True,
-              out_stats: Optional[Tuple[int, float, bool]] = None):
+              out_stats: Optional[Tuple[int, float, bool]] = None,
+              chain: Optional[Sequence[SourceGrad]] = None):
     """``mmdsnet::dense_aggregate(x, ys, means, rstds, weight, own_stats, relu, *out_stats)``:
     the operator, or in plain eager mode its kernel directly (same arithmetic, less CPU time per
     call). Returns ``out``, or with ``out_stats = (groups, eps, over_batch)`` ``(out, mean,
-    rstd)``: ``out`` and its statistics (``norm_stats(out, *out_stats)``) from one pass."""
+    rstd)``: ``out`` and its statistics (``norm_stats(out, *out_stats)``) from one pass.
+
+    ``chain``: ``new_chain(S)[:len(ys)]`` when this call is target ``len(ys)`` of a stage's
+    chain (see "chains" above); in plain eager mode the sources' gradients are then summed in
+    one buffer per source and normalized once, instead of one map per edge that autograd adds.
+    Double backward is refused in plain eager mode (the kernels' backward is not
+    differentiable)."""
     stats = (0, 1e-5, False) if out_stats is None else tuple(out_stats)
     if _plain_eager(x):
-        result = _Aggregate.apply(list(own_stats), relu, stats, x, weight, *ys, *means, *rstds)
+        if chain is not None and len(chain) != len(ys):
+            raise ValueError(f'aggregate: {len(ys)} sources but {len(chain)} chain buffers')
+        result = _Aggregate.apply(list(own_stats), relu, stats, chain, x, weight, *ys, *means,
+                                  *rstds)
     else:
         result = dense_aggregate(x, ys, means, rstds, weight, own_stats, relu, *stats)
     return result[0] if out_stats is None else tuple(result)

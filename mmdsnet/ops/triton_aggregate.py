@@ -75,14 +75,14 @@ import triton.language as tl
 from torch import Tensor
 
 # the operator objects (the package's ``dense_aggregate`` name is the operator, not the module)
-from .operators import _ATEN
+from .operators import _ATEN, CHAIN_BACKWARD
 from .operators import dense_aggregate as _aggregate_op
 from .operators import dense_aggregate_backward as _backward_op
 from .operators import norm_stats as _stats_op
 from .operators import out_stats_like, register_device_kernel, stats_dtype
 
-__all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'register_cuda_kernels',
-           'K']
+__all__ = ['norm_stats', 'dense_aggregate', 'dense_aggregate_backward', 'chain_backward',
+           'register_cuda_kernels', 'K']
 
 #: Sources per launch (flat pointer arguments per source kind); more are split into runs.
 K = 8
@@ -294,19 +294,24 @@ def _load_g(grad_ptr, out_ptr, dx_ptr, n, c, hw, mask, sgn, sgc, sgh, son, soc, 
     return g
 
 
-@triton.jit(do_not_specialize=['N', 'P', 'PART0', 'RS'])
-def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, y0, y1, y2, y3, y4, y5, y6, y7,
+@triton.jit(do_not_specialize=['N', 'P', 'PART0', 'RS', 'W0', 'FIN'])
+def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, h_ptr,
+                            y0, y1, y2, y3, y4, y5, y6, y7,
                             m0, m1, m2, m3, m4, m5, m6, m7,
                             r0, r1, r2, r3, r4, r5, r6, r7,
-                            N, C, HW, P, PART0, RS, CPG,
+                            N, C, HW, P, PART0, RS, CPG, W0, FIN,
                             sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
                             NUM: tl.constexpr, SUM_G: tl.constexpr, G_FROM_DX: tl.constexpr,
+                            FINAL_H: tl.constexpr, HAS_W: tl.constexpr,
                             RELU: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
                             BLOCK_HW: tl.constexpr):
     """First backward pass, tile ``p`` of sample ``n``: ``g`` (:func:`_load_g`); per channel
     ``sum_hw g`` (``part[0]``, if ``SUM_G``) and, for source ``i`` of the ``NUM`` (slots and
     statistics as in :func:`_aggregate_kernel`), ``sum_hw g * (y_i - mean_i) * rstd_i`` at
-    ``part[PART0 + i]``; ``part`` is ``(1 + S, N, C, P)``."""
+    ``part[PART0 + i]``; ``part`` is ``(rows, N, C, P)``. ``FINAL_H`` (a chain's last source,
+    the last slot): its whole shortcut gradient is ``h = h_sum + w g`` (``h_sum`` at ``h_ptr``,
+    in the sources' layout): ``sum_hw h`` and ``sum_hw h * y_hat`` at ``part[FIN]`` and
+    ``part[FIN + 1]``."""
     p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
     g = _load_g(grad_ptr, out_ptr, dx_ptr, n, c, hw, mask, sgn, sgc, sgh, son, soc, soh, sdn,
                 sdc, sdh, G_FROM_DX, RELU).to(ACC)
@@ -322,13 +327,21 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, y0, y1, y2, y3,
                                 y_off, mask, s, cm, ACC)
         y_hat = (y - mean[:, None]) * rstd[:, None]
         tl.store(part_ptr + (PART0 + i) * N * C * P + dst, tl.sum(g * y_hat, 1), mask=cm)
+        if FINAL_H and i == NUM - 1:
+            h = tl.load(h_ptr + y_off, mask=mask, other=0.).to(ACC)
+            if HAS_W:
+                h += tl.load(w_ptr + (W0 + i) * C + c, mask=cm, other=0.).to(ACC)[:, None] * g
+            else:
+                h += g
+            tl.store(part_ptr + FIN * N * C * P + dst, tl.sum(h, 1), mask=cm)
+            tl.store(part_ptr + (FIN + 1) * N * C * P + dst, tl.sum(h * y_hat, 1), mask=cm)
 
 
 @triton.jit
-def _group_sums(part_ptr, w_ptr, row, w_row, grp, valid, n0, rows, cpg, N, C, P,
+def _group_sums(part_ptr, w_ptr, row_a, row, w_row, grp, valid, n0, rows, cpg, N, C, P,
                 HAS_W: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr):
-    """Per slot (statistic) ``grp``: ``sum w * part[0]`` and ``sum w * part[row]`` over samples
-    ``n0 .. n0 + rows - 1``, channels ``grp * cpg .. + cpg - 1`` and every tile."""
+    """Per slot (statistic) ``grp``: ``sum w * part[row_a]`` and ``sum w * part[row]`` over
+    samples ``n0 .. n0 + rows - 1``, channels ``grp * cpg .. + cpg - 1`` and every tile."""
     sum_h = tl.zeros(grp.shape, dtype=ACC)
     sum_hy = tl.zeros(grp.shape, dtype=ACC)
     R = rows * cpg * P
@@ -338,7 +351,7 @@ def _group_sums(part_ptr, w_ptr, row, w_row, grp, valid, n0, rows, cpg, N, C, P,
         rest = r % (cpg * P)
         cc = grp[:, None] * cpg + (rest // P)[None, :]
         idx = ((n0 + r // (cpg * P))[None, :] * C + cc) * P + (rest % P)[None, :]
-        a = tl.load(part_ptr + idx, mask=m, other=0.)
+        a = tl.load(part_ptr + row_a * N * C * P + idx, mask=m, other=0.)
         b = tl.load(part_ptr + row * N * C * P + idx, mask=m, other=0.)
         if HAS_W:
             w = tl.load(w_ptr + w_row * C + cc, mask=m, other=0.).to(ACC)
@@ -349,16 +362,18 @@ def _group_sums(part_ptr, w_ptr, row, w_row, grp, valid, n0, rows, cpg, N, C, P,
     return sum_h, sum_hy
 
 
-@triton.jit(do_not_specialize=['N', 'P', 'W0', 'PART0', 'RS'])
+@triton.jit(do_not_specialize=['N', 'P', 'W0', 'PART0', 'RS', 'FIN'])
 def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
                            y0, y1, y2, y3, y4, y5, y6, y7,
                            m0, m1, m2, m3, m4, m5, m6, m7,
                            r0, r1, r2, r3, r4, r5, r6, r7,
                            z0, z1, z2, z3, z4, z5, z6, z7,
-                           N, C, HW, P, W0, PART0, RS, CPG,
+                           N, C, HW, P, W0, PART0, RS, CPG, FIN,
                            sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
                            szn, szc, szh, NUM: tl.constexpr, OWN: tl.constexpr,
                            NEED_Y: tl.constexpr, NEED_W: tl.constexpr, HAS_W: tl.constexpr,
+                           ACCUM: tl.constexpr, ADD: tl.constexpr, LAST: tl.constexpr,
+                           FINAL_H: tl.constexpr,
                            G_FROM_DX: tl.constexpr, RELU: tl.constexpr, ACC: tl.constexpr,
                            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
                            BLOCK_R: tl.constexpr):
@@ -372,7 +387,13 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
       ``C / G`` channels and every tile, of this sample, or of the batch when ``RS == 0``);
       fixed statistics have none.
     * ``NEED_W``: the first tile row of each channel block (``p == 0``, ``n == 0``) sums
-      ``dL/dw_i[c] = sum_{n, p} part[PART0 + i, n, c, p]`` into ``dw[W0 + i]``."""
+      ``dL/dw_i[c] = sum_{n, p} part[PART0 + i, n, c, p]`` into ``dw[W0 + i]``.
+
+    A chain (``ACCUM``): the first ``NUM - LAST`` slots add ``w_i g`` into their shortcut
+    gradient ``z_i`` (``ADD``; else store it), no norm backward; the last slot, if ``LAST``, is
+    the chain's finalized source: as ``NEED_Y`` above, of ``h = z + w g`` with ``FINAL_H`` (the
+    sum so far in ``z``, written over in place; its expectations from ``part[FIN]`` and
+    ``part[FIN + 1]``, see the reduce kernel)."""
     p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
     g = _load_g(grad_ptr, out_ptr, dx_ptr, n, c, hw, mask, sgn, sgc, sgh, son, soc, soh, sdn,
                 sdc, sdh, G_FROM_DX, RELU).to(ACC)
@@ -391,7 +412,16 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
     count = (rows * CPG * HW).to(ACC)
     first_row = (p == 0) & (n == 0)
     for i in tl.static_range(NUM):
-        if NEED_Y:
+        if ACCUM and i < NUM - LAST:
+            if HAS_W:
+                h = tl.load(w_ptr + (W0 + i) * C + c, mask=cm, other=0.).to(ACC)[:, None] * g
+            else:
+                h = g
+            z = _pick(i, z0, z1, z2, z3, z4, z5, z6, z7)
+            if ADD:
+                h += tl.load(z + z_off, mask=mask, other=0.).to(ACC)
+            tl.store(z + z_off, h.to(z.dtype.element_ty), mask=mask)
+        elif NEED_Y:
             y, mean, rstd = _source(i, y0, y1, y2, y3, y4, y5, y6, y7,
                                     m0, m1, m2, m3, m4, m5, m6, m7,
                                     r0, r1, r2, r3, r4, r5, r6, r7,
@@ -401,9 +431,16 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
             else:
                 w = tl.full([BLOCK_C], 1., ACC)
             h = w[:, None] * g
+            if FINAL_H:
+                h += tl.load(_pick(i, z0, z1, z2, z3, z4, z5, z6, z7) + z_off, mask=mask,
+                             other=0.).to(ACC)
+            if OWN and FINAL_H:  # (the whole sum's expectations, already weighted)
+                sum_h, sum_hy = _group_sums(part_ptr, w_ptr, FIN, FIN + 1, W0 + i, grp, valid,
+                                            n0, rows, CPG, N, C, P, False, ACC, BLOCK_R)
+            elif OWN:
+                sum_h, sum_hy = _group_sums(part_ptr, w_ptr, 0, PART0 + i, W0 + i, grp, valid,
+                                            n0, rows, CPG, N, C, P, HAS_W, ACC, BLOCK_R)
             if OWN:
-                sum_h, sum_hy = _group_sums(part_ptr, w_ptr, PART0 + i, W0 + i, grp, valid, n0,
-                                            rows, CPG, N, C, P, HAS_W, ACC, BLOCK_R)
                 pick = slot_of_c[:, None] == slots[None, :]
                 e_h = tl.sum(tl.where(pick, sum_h[None, :], 0.), 1) / count
                 e_hy = tl.sum(tl.where(pick, sum_hy[None, :], 0.), 1) / count
@@ -673,50 +710,98 @@ def dense_aggregate_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means:
     when no statistics are the sources' own and no ``dL/dW`` is needed), per run of up to ``K``
     alike sources; a gradient not asked for is an empty tensor, as in the ATen
     implementation."""
+    return _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight, relu,
+                     None)
+
+
+def chain_backward(grad: Tensor, out: Tensor, ys: List[Tensor], means: List[Tensor],
+                   rstds: List[Tensor], weight: Optional[Tensor], own_stats: List[int],
+                   need_ys: List[bool], need_weight: bool, relu: bool,
+                   hs: List[Optional[Tensor]]) -> Tuple[Tensor, List[Tensor], Tensor]:
+    """The backward of one call of a chain (``mmdsnet.ops.operators.chain_backward_aten``):
+    every source but the last adds ``w_i g`` into its shortcut gradient (``hs[i]`` in place, or
+    a new map), the last one's ``dL/dy`` is the norm backward of ``hs[-1] + w g``; launches as
+    :func:`dense_aggregate_backward`'s."""
+    return _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight, relu,
+                     hs)
+
+
+def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight, relu, hs):
     s = len(ys)
+    chain = hs is not None
     src = _Sources(out, ys, means, rstds, weight)
     g_strides = _flat(grad) if src.ok and grad.shape == out.shape and grad.dtype in _TL else None
     o_strides = _flat(out) if g_strides is not None else None
     if (o_strides is None or stats_dtype(grad.dtype) != src.acc
-            or not (len(own_stats) == len(need_ys) == s)):
+            or not (len(own_stats) == len(need_ys) == s)
+            or (chain and any(h is not None and (h.stride() != ys[0].stride()
+                                                 or h.dtype != ys[0].dtype) for h in hs))):
+        if chain:
+            return _ATEN[CHAIN_BACKWARD](grad, out, ys, means, rstds, weight, own_stats, need_ys,
+                                         need_weight, relu, hs)
         return _aten(_backward_op)(grad, out, ys, means, rstds, weight, own_stats, need_ys,
-                                 need_weight, relu)
+                                   need_weight, relu)
     n, c, hw = src.n, src.c, src.hw
-    acc = src.acc
+    acc, last = src.acc, s - 1
     need_w = need_weight and weight is not None
-    own = [bool(own_stats[i]) and bool(need_ys[i]) for i in range(s)]
+    own = [bool(own_stats[i]) and bool(need_ys[i]) and (not chain or i == last)
+           for i in range(s)]
+    # a chain's last source with an earlier sum: its expectations come from the whole sum
+    final_h = chain and bool(need_ys[last]) and hs[last] is not None
     reduce = need_w or any(own)
     dx = torch.empty_like(grad)
     dx_strides = _flat(dx)
-    dys = [torch.empty_like(y) if need else y.new_empty(0) for y, need in zip(ys, need_ys)]
+    if chain:  # the older sources' sums (in place where one exists), the last one's dL/dy
+        z = [(hs[i] if hs[i] is not None else torch.empty_like(y)) if need_ys[i]
+             else y.new_empty(0) for i, y in enumerate(ys)]
+        dys = z
+    else:
+        dys = z = [torch.empty_like(y) if need else y.new_empty(0)
+                   for y, need in zip(ys, need_ys)]
     dw = torch.empty((s, c), dtype=acc, device=out.device) if need_w else None
     block_c, block_hw = _blocks(c, hw, src.y_strides)
     p = _cdiv(hw, block_hw)
     grid = (p, _cdiv(c, block_c), n)
     w = out if src.weight is None else src.weight
-    part = _workspace(out.device, acc, (1 + s) * n * c * p) if reduce else src.means[0]
+    fin = 1 + s
+    part = (_workspace(out.device, acc, (fin + 2 * final_h) * n * c * p) if reduce
+            else src.means[0])
     maps = (*g_strides, *o_strides, *dx_strides, *src.y_strides)
     common = dict(RELU=bool(relu), ACC=_TL[acc], BLOCK_C=block_c, BLOCK_HW=block_hw)
     g_ready = False  # whether dL/dx = g is stored (later passes read it back)
     with _device(out):
-        if reduce:
-            for a, b in _runs(src.layout):
+        if reduce:  # every source (a chain without dL/dW: its last one alone)
+            for a, b in (_runs(src.layout) if need_w or not chain else [(last, s)]):
                 _backward_reduce_kernel[grid](
-                    grad, out, dx, part, *src.slots(a, b), n, c, hw, p, 1 + a, *src.layout[a],
-                    *maps, NUM=b - a, SUM_G=any(own) and not g_ready, G_FROM_DX=g_ready,
-                    **common)
+                    grad, out, dx, part, w, hs[last] if final_h else None, *src.slots(a, b),
+                    n, c, hw, p, 1 + a, *src.layout[a], a, fin, *maps, NUM=b - a,
+                    SUM_G=any(own) and not final_h and not g_ready, G_FROM_DX=g_ready,
+                    FINAL_H=final_h and b == s, HAS_W=src.weight is not None, **common)
                 g_ready = True
-        keys = [(*src.layout[i], own[i], bool(need_ys[i])) for i in range(s)]
-        runs = [(a, b) for a, b in _runs(keys) if need_ys[a] or need_w] or [(0, 0)]
-        z = [dys[i] if need_ys[i] else dx for i in range(s)]
+        if chain:  # older sources by (layout, whether a sum exists); the last one at the end
+            keys = [(*src.layout[i], bool(need_ys[i]), hs[i] is not None) for i in range(last)]
+            runs = _runs(keys)
+            mergeable = (runs and src.layout[runs[-1][0]] == src.layout[last]
+                         and runs[-1][1] - runs[-1][0] < K
+                         and (need_ys[runs[-1][0]] or not need_ys[last]))
+            runs = runs[:-1] + [(runs[-1][0], s)] if mergeable else runs + [(last, s)]
+        else:
+            keys = [(*src.layout[i], own[i], bool(need_ys[i])) for i in range(s)]
+            runs = _runs(keys)
+        runs = [(a, b) for a, b in runs if need_w or any(need_ys[a:b])] or [(0, 0)]
+        z_args = [t if need else dx for t, need in zip(z, need_ys)]
         for a, b in runs:  # (0, 0): nothing but dL/dx is needed
-            z_strides = _flat(z[a])
+            tail = chain and b == s  # this run ends with the chain's finalized source
+            z_strides = _flat(z_args[a])
             _backward_apply_kernel[grid](
                 grad, out, dx, part, w, dw if need_w else part, *src.slots(max(a, 0), max(b, 1)),
-                *_slots(z, a, max(b, a + 1)), n, c, hw, p, a, 1 + a, *src.layout[a], *maps,
-                *z_strides, NUM=b - a, OWN=own[a], NEED_Y=bool(need_ys[a]) and b > a,
-                NEED_W=need_w, HAS_W=src.weight is not None, G_FROM_DX=g_ready,
-                BLOCK_R=_block_r(block_c), **common)
+                *_slots(z_args, a, max(b, a + 1)), n, c, hw, p, a, 1 + a, *src.layout[a], fin,
+                *maps, *z_strides, NUM=b - a, OWN=own[b - 1] if b > a else False,
+                NEED_Y=bool(need_ys[b - 1]) and b > a, NEED_W=need_w,
+                HAS_W=src.weight is not None, ACCUM=chain and bool(need_ys[a]) and a < last,
+                ADD=chain and a < last and hs[a] is not None, LAST=int(tail),
+                FINAL_H=final_h and tail, G_FROM_DX=g_ready, BLOCK_R=_block_r(block_c),
+                **common)
             g_ready = True
     dweight = dw.to(weight.dtype).reshape(weight.shape) if need_w else out.new_empty(0)
     return dx, dys, dweight
@@ -726,5 +811,5 @@ def register_cuda_kernels() -> None:
     """Make the functions above the operators' ``'cuda'`` kernels (schemas, fake implementations
     and the ATen implementation of other devices unchanged)."""
     for op, fn in ((_stats_op, norm_stats), (_aggregate_op, dense_aggregate),
-                   (_backward_op, dense_aggregate_backward)):
+                   (_backward_op, dense_aggregate_backward), (CHAIN_BACKWARD, chain_backward)):
         register_device_kernel(op, 'cuda', fn)

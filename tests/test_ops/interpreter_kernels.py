@@ -63,9 +63,9 @@ def _ta():
 
 def _aten(name):
     """The operator's ATen implementation (the reference these tests compare against):
-    ``stats``, ``aggregate`` or ``backward``."""
+    ``stats``, ``aggregate``, ``backward`` or ``chain`` (a chain's backward)."""
     ta = _ta()
-    return ta._ATEN[getattr(ta, f'_{name}_op')]
+    return ta._ATEN[ta.CHAIN_BACKWARD if name == 'chain' else getattr(ta, f'_{name}_op')]
 
 
 @contextlib.contextmanager
@@ -181,6 +181,21 @@ def check_kernels(norm, dtype, layout, n, tiles, sources, full, size=(5, 7)):
                     _close(f'dL/dy_{i}', a, b, TOL[dtype])
                     assert b.numel() == 0 or a.stride() == b.stride(), f'dL/dy_{i} layout'
                 _close('dL/dW', gots[2], refs[2], TOL[acc])
+            # one call of a chain: the older sources' sums started (no sum yet) or added into,
+            # the last one finalized (the norm backward of its whole sum); W's gradient too
+            # (with ``full``: also every other source, no dL/dW)
+            for hs, (need_ys, need_w) in [
+                    (hs, asked) for hs in ([None] * sources, [t() for _ in range(sources)])
+                    for asked in (([True] * sources, True), ) + (((some, False), ) * full)]:
+                refs = _aten('chain')(grad, ref, *args, need_ys, need_w, relu,
+                                      [h if h is None else h.clone() for h in hs])
+                gots = ta.chain_backward(grad, ref, *args, need_ys, need_w, relu,
+                                         [h if h is None else h.clone() for h in hs])
+                _close('chain dL/dx', gots[0], refs[0], TOL[dtype])
+                for i, (a, b) in enumerate(zip(gots[1], refs[1])):
+                    _close(f'chain h_{i}' if i < sources - 1 else 'chain dL/dy', a, b,
+                           TOL[dtype])
+                _close('chain dL/dW', gots[2], refs[2], TOL[acc])
 
 
 def check_many_sources():
@@ -191,9 +206,12 @@ def check_many_sources():
         check_kernels('GN-2ch', 'f32', 'nchw', 1, DEFAULT_TILES, 35, False, size=(3, 5))
     runs = -(-35 // ta.K)
     # per weight: forward runs; backward: reduce runs + apply runs, for two gradient requests
-    # (all: one apply run per reduce run; every other source: 35 runs of one source each)
+    # (all: one apply run per reduce run; every other source: one per asked source, 18), and
+    # two calls of a chain (all asked: one reduce and one apply launch per run, the finalized
+    # source in the last run)
     assert launches.count('_aggregate_kernel') == runs, launches
-    assert launches.count('_backward_reduce_kernel') == 2 * runs, launches
+    assert launches.count('_backward_reduce_kernel') == 4 * runs, launches
+    assert launches.count('_backward_apply_kernel') == runs + 18 + 2 * runs, launches
 
 
 def check_partial_sums():
@@ -231,16 +249,23 @@ def check_partial_sums():
         z = torch.zeros(n, c, p * block_hw, dtype=torch.float64)
         z[..., :hw] = t.reshape(n, c, hw)
         return z.reshape(n, c, p, block_hw).sum(-1)
-    part = torch.empty(2, n, c, p, dtype=torch.float64)
+    # a chain's finalized source: its whole sum h = h_sum + w g, summed at part[FIN = 2, 3]
+    w_row = torch.randn(1, c, generator=gen, dtype=torch.float64)
+    h_sum = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    part = torch.empty(4, n, c, p, dtype=torch.float64)
     dx = torch.empty_like(grad)
     strides = ta._flat(y)
     ta._backward_reduce_kernel[(p, triton.cdiv(c, block_c), n)](
-        grad, out, dx, part, *[y] * ta.K, *[mu] * ta.K, *[rstd] * ta.K, n, c, hw, p, 1, 3, 2,
-        *strides, *strides, *strides, *strides, NUM=1, SUM_G=True, G_FROM_DX=False, RELU=True,
-        ACC=ta._TL[torch.float64], BLOCK_C=block_c, BLOCK_HW=block_hw)
+        grad, out, dx, part, w_row, h_sum, *[y] * ta.K, *[mu] * ta.K, *[rstd] * ta.K, n, c, hw,
+        p, 1, 3, 2, 0, 2, *strides, *strides, *strides, *strides, NUM=1, SUM_G=True,
+        G_FROM_DX=False, FINAL_H=True, HAS_W=True, RELU=True, ACC=ta._TL[torch.float64],
+        BLOCK_C=block_c, BLOCK_HW=block_hw)
     _close('dL/dx', dx, g, 0)
     _close('tile sums of g', part[0], tile_sums(g), 1e-12)
     _close('tile sums of g * y_hat', part[1], tile_sums(g * y_hat), 1e-12)
+    h_all = h_sum + w_row[..., None, None] * g
+    _close('tile sums of h', part[2], tile_sums(h_all), 1e-12)
+    _close('tile sums of h * y_hat', part[3], tile_sums(h_all * y_hat), 1e-12)
 
 
 def _kernel_names():

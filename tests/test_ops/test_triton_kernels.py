@@ -141,8 +141,8 @@ def _compile_cases():
         y, a = ptr[yt], ptr[acc]
         slots = {f'{k}{i}': t for k, t in (('y', y), ('m', a), ('r', a), ('z', y))
                  for i in range(ta.K)}
-        maps = dict(slots, grad_ptr=y, out_ptr=y, dx_ptr=y, x_ptr=y, part_ptr=a, w_ptr=a,
-                    dw_ptr=a, mean_ptr=a, rstd_ptr=a, count_ptr='*i32', eps='fp32')
+        maps = dict(slots, grad_ptr=y, out_ptr=y, dx_ptr=y, x_ptr=y, h_ptr=y, part_ptr=a,
+                    w_ptr=a, dw_ptr=a, mean_ptr=a, rstd_ptr=a, count_ptr='*i32', eps='fp32')
         for over_batch in (True, False):
             yield ta._stats_kernel, dict(maps, y_ptr=y), dict(
                 OVER_BATCH=over_batch, ACC=acc, BLOCK_C=4, BLOCK_HW=512, BLOCK_R=256)
@@ -159,12 +159,14 @@ def _compile_cases():
                     OVER_BATCH=acc == tl.float64, ACC=acc, BLOCK_C=64, BLOCK_HW=32,
                     BLOCK_R=32)
                 yield ta._backward_reduce_kernel, maps, dict(
-                    unused, NUM=num, SUM_G=flag, G_FROM_DX=not flag, RELU=flag, ACC=acc,
-                    BLOCK_C=4, BLOCK_HW=512)
+                    unused, NUM=num, SUM_G=flag, G_FROM_DX=not flag, FINAL_H=flag,
+                    HAS_W=not flag, RELU=flag, ACC=acc, BLOCK_C=4, BLOCK_HW=512)
+                # (a chain's flags: each both ways, in float32 and in the other dtypes)
                 for own in (True, False) if full else (flag, ):
                     yield ta._backward_apply_kernel, maps, dict(
                         unused, **{f'z{i}': None for i in range(num, ta.K)}, NUM=num, OWN=own,
-                        NEED_Y=flag or own, NEED_W=not flag, HAS_W=own, G_FROM_DX=flag,
+                        NEED_Y=flag or own, NEED_W=not flag, HAS_W=own, ACCUM=own, ADD=flag,
+                        LAST=int(flag != own or not full), FINAL_H=flag, G_FROM_DX=flag,
                         RELU=own, ACC=acc, BLOCK_C=4, BLOCK_HW=512, BLOCK_R=512)
 
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...ops import aggregate, source_stats, stats_dtype
+from ...ops import aggregate, new_chain, source_stats, stats_dtype
 from .dense_shortcut import (DEFAULT_SHORTCUT_ACT, DEFAULT_SHORTCUT_INIT, DenseShortcut,
                              act_is_relu, build_shortcut_norm)
 
@@ -127,8 +127,14 @@ def _running_stats(y: Tensor, running_mean: Tensor, running_var: Tensor,
             torch.rsqrt(running_var.to(acc) + eps).reshape(1, -1))
 
 
+def _new_chain(y: Tensor, num_sources: int):
+    """The gradient buffers of one stage's chain (``y``: only so that torch.fx records the call
+    and a traced graph makes new buffers per call)."""
+    return new_chain(num_sources)
+
+
 for _name in ('_no_stats', '_group_stats', '_batch_stats', '_update_running', '_running_stats',
-              'aggregate'):
+              '_new_chain', 'aggregate'):
     torch.fx.wrap(_name)
 
 
@@ -226,11 +232,20 @@ class DenseAggregation(nn.Module):
             stats, own = _running_stats(y, norm.running_mean, norm.running_var, norm.eps), False
         return Source(y, stats[0], stats[1], own)
 
-    def forward(self, x: Tensor, sources: Sequence[Source],
-                as_source: Optional[int] = None) -> Union[Tensor, Source]:
+    def new_chain(self, y: Tensor):
+        """What a stage passes to every :meth:`forward` of one pass (``chain``), or None in the
+        reference form: the operators then sum each source's shortcut gradient over its later
+        blocks and normalize it once (``mmdsnet.ops.aggregate``). ``y``: any tensor of the
+        pass (``Y_0``)."""
+        return _new_chain(y, self.num_sources) if self.uses_op() else None
+
+    def forward(self, x: Tensor, sources: Sequence[Source], as_source: Optional[int] = None,
+                chain=None) -> Union[Tensor, Source]:
         """``Y_l = act(X_l + sum_i W_l^i * N(Y_i))`` with ``l = len(sources)``; with
         ``as_source=l``, ``normalize(l, Y_l)`` (the next blocks' source), where the operators
-        compute ``N_l``'s statistics of ``Y_l`` in the pass that writes it."""
+        compute ``N_l``'s statistics of ``Y_l`` in the pass that writes it. ``chain``
+        (:meth:`new_chain`): the calls of one pass are the stage's chain, targets ``l = 1, 2,
+        ...`` in order, each ``X_l`` computed from ``Y_{l-1}``."""
         if not 1 <= len(sources) <= self.num_sources:
             raise ValueError(f'expected 1 to {self.num_sources} sources, got {len(sources)}')
         weight = self.shortcuts[len(sources) - 1].weight
@@ -241,10 +256,11 @@ class DenseAggregation(nn.Module):
         else:
             args = (x, [s.y for s in sources], [s.mean for s in sources],
                     [s.rstd for s in sources], weight, [int(s.own) for s in sources], self.relu)
+            part = None if chain is None else chain[:len(sources)]
             if out_stats is not None:
-                result = aggregate(*args, out_stats)  # (indexed: under torch.fx one value)
+                result = aggregate(*args, out_stats, part)  # (indexed: under torch.fx one value)
                 return self.normalize(as_source, result[0], (result[1], result[2]))
-            y = aggregate(*args)
+            y = aggregate(*args, None, part)
         return y if as_source is None else self.normalize(as_source, y)
 
     def extra_repr(self) -> str:
