@@ -80,9 +80,15 @@ class DSLayer(nn.Module):
         # The residual sums are in place, into X_l (its norm's fresh output, which backward does
         # not need), as mmdet's and mmpretrain's ResNet do: a new tensor per block costs time.
         first = self.block(0)
-        y = self.act(self._residual(first, x).add_(first.project(x)))  # Y_0
-        src, sources = y, []  # the newest source: Y_{l-1}, or X_{l-1} for dense_x (X_0 := Y_0)
-        chain = None if self.shortcut == 'identity' else self.aggregation.new_chain(y)
+        x_0, shortcut = self._residual(first, x), first.project(x)
+        sources = []
+        if self.shortcut == 'identity' or self.num_blocks == 1:
+            y = self.act(x_0.add_(shortcut))  # Y_0
+        else:  # Y_0, prepared as source 0 (for dense_x too: X_0 := Y_0)
+            sources.append(self.aggregation.first_source(x_0, shortcut))
+            y = sources[0].y
+            chain = self.aggregation.new_chain(y)
+        src = y  # the newest source: Y_{l-1}, or X_{l-1} for dense_x
         for l in range(1, self.num_blocks):
             x_l = self._residual(self.block(l), y)
             if self.shortcut == 'identity':

@@ -490,7 +490,11 @@ class _Aggregate(torch.autograd.Function):
         ctx.own_stats, ctx.relu, ctx.has_weight = own_stats, relu, weight is not None
         ctx.accs = chain
         ctx.mark_non_differentiable(mean, rstd)
-        ctx.save_for_backward(out, weight, *flat)
+        # a source with fixed statistics is not needed for its gradient unless W's is asked
+        # for (e.g. a stage's projected input, source of Y_0): not kept, as ResNet keeps none
+        w_grad = weight is not None and weight.requires_grad
+        kept = [y if own or w_grad else None for y, own in zip(ys, own_stats)]
+        ctx.save_for_backward(out, weight, *kept, *flat[s:])
         return out, mean, rstd
 
     @staticmethod
@@ -499,6 +503,8 @@ class _Aggregate(torch.autograd.Function):
         out, weight, *flat = ctx.saved_tensors
         s = len(ctx.own_stats)
         ys, means, rstds = list(flat[:s]), list(flat[s:2 * s]), list(flat[2 * s:])
+        if any(y is None for y in ys):  # (not read for their gradient: out stands in)
+            ys = [out if y is None else y for y in ys]
         need_ys = list(ctx.needs_input_grad[6:6 + s])
         need_weight = ctx.has_weight and ctx.needs_input_grad[5]
         args = (grad, out, ys, means, rstds, weight, ctx.own_stats, need_ys, need_weight,

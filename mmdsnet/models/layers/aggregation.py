@@ -82,10 +82,18 @@ def op_supports(norm: nn.Module) -> bool:
 # The statistics of a source, as functions of tensors and numbers only: torch.fx (torchvision's
 # create_feature_extractor, timm's feature wrappers) records each of them, and ``aggregate``, as
 # one call instead of tracing into Python that branches on a dtype.
+_UNIT_STATS = {}  # (device, dtype) -> (zeros, ones): made once, never written
+
+
 def _no_stats(y: Tensor) -> Tuple[Tensor, Tensor]:
-    """``mean = 0, rstd = 1``: no normalization."""
-    one = torch.ones((1, 1), dtype=stats_dtype(y.dtype), device=y.device)
-    return torch.zeros_like(one), one
+    """``mean = 0, rstd = 1``: no normalization (two constant tensors per device and dtype, so
+    that a call allocates and launches nothing: each stage's ``Y_0`` takes this path)."""
+    key = (y.device, stats_dtype(y.dtype))
+    stats = _UNIT_STATS.get(key)
+    if stats is None:
+        one = torch.ones((1, 1), dtype=key[1], device=y.device)
+        stats = _UNIT_STATS[key] = (torch.zeros_like(one), one)
+    return stats
 
 
 def _group_stats(y: Tensor, groups: int, eps: float) -> Tuple[Tensor, Tensor]:
@@ -231,6 +239,19 @@ class DenseAggregation(nn.Module):
         else:  # BatchNorm's running statistics
             stats, own = _running_stats(y, norm.running_mean, norm.running_var, norm.eps), False
         return Source(y, stats[0], stats[1], own)
+
+    def first_source(self, x: Tensor, shortcut: Tensor) -> Source:
+        """``Y_0 = ReLU(X_0 + shortcut)`` (block 0 of a ResNet stage, its ReLU whatever ``act``
+        is) prepared as source 0. Where ``N_0`` computes statistics on the operators, ``Y_0``
+        and its statistics come from one pass: the aggregation operator with the projected
+        input as a source that has no normalization and no weight (mean 0, rstd 1), which the
+        operator does not keep for backward."""
+        out_stats = self.stats_of(0)
+        if out_stats is None:
+            return self.normalize(0, torch.relu_(x.add_(shortcut)))
+        mean, rstd = _no_stats(x)
+        result = aggregate(x, [shortcut], [mean], [rstd], None, [0], True, out_stats)
+        return self.normalize(0, result[0], (result[1], result[2]))
 
     def new_chain(self, y: Tensor):
         """What a stage passes to every :meth:`forward` of one pass (``chain``), or None in the
