@@ -39,27 +39,22 @@ def test_missing_custom_imports_warns_about_upstream_tools():
     assert check_cfg(cfg) == []
 
 
-@pytest.mark.slow  # a tool run end to end in a fresh interpreter
+@pytest.mark.slow  # a tool run end to end
 def test_train_tool_stops_on_a_wrongly_scoped_config(tmp_path):
-    import subprocess
-    import sys
     cfg = tmp_path / 'bad.py'
     cfg.write_text("default_scope = 'mmpretrain'\n"
                    "model = dict(type='ImageClassifier', backbone=dict(type='mmdet.DSNet'))\n")
-    out = subprocess.run([sys.executable, 'tools/train.py', str(cfg), '--work-dir',
-                          str(tmp_path / 'wd')], capture_output=True, text=True,
-                         cwd=__file__.rsplit('/tests/', 1)[0])
+    out = _train([str(cfg), '--work-dir', str(tmp_path / 'wd')], tmp_path)
     assert out.returncode == 1
     assert "error: " in out.stderr and "registered by mmdsnet, not by mmdet" in out.stderr
     assert 'Traceback' not in out.stderr
 
 
 def _train(args, tmp_path):
-    import subprocess
-    import sys
-    root = __file__.rsplit('/tests/', 1)[0]
-    return subprocess.run([sys.executable, 'tools/train.py', *args], capture_output=True,
-                          text=True, cwd=root)
+    """``python tools/train.py ARGS`` from the repository, run in this process (exit status,
+    stdout, stderr)."""
+    from tiny_runs import call_tool
+    return call_tool('train.py', *args)
 
 
 @pytest.mark.slow
@@ -83,7 +78,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     assert 'with another shape' in out.stderr and 'Traceback' not in out.stderr
 
 
-@pytest.mark.slow  # a tool run end to end in a fresh interpreter
+@pytest.mark.slow  # a tool run end to end
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
     from tiny_runs import write_cfg
     cfg = write_cfg(tmp_path, frozen=-1, with_cp=False, iters=1, interval=1)
@@ -213,7 +208,7 @@ def test_fpn_in_channels_that_differ_from_the_backbone_are_refused():
     assert check_cfg(cfg) == []
 
 
-@pytest.mark.slow  # a tool run end to end in a fresh interpreter
+@pytest.mark.slow  # a tool run end to end
 def test_bad_backbone_argument_in_a_config_is_one_line_from_the_tool(tmp_path):
     """tools/train.py: a head that does not fit, or a bad backbone argument, ends the run with
     one line before the Runner (or the dataset check) starts."""

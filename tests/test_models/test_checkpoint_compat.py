@@ -198,17 +198,14 @@ def test_convert_a_bare_state_dict(convert, tmp_path):
 @pytest.mark.parametrize('how', ['load_from', 'resume'])
 def test_train_tool_refuses_old_keys_in_one_line(tmp_path, how):
     """tools/train.py with ``load_from=OLD`` / ``--resume OLD``: exit 1 before any training step,
-    one error line naming the file and the conversion command, no traceback."""
-    import subprocess
-    import sys
-
-    from tiny_runs import write_cfg
+    one error line naming the file and the conversion command, no traceback (the tool runs in
+    this process)."""
+    from tiny_runs import call_tool, write_cfg
     cfg = write_cfg(tmp_path, frozen=-1, with_cp=False, iters=1, interval=1)
     args = (['--cfg-options', f'load_from={CKPT}'] if how == 'load_from'
             else ['--resume', str(CKPT)])
-    out = subprocess.run([sys.executable, 'tools/train.py', cfg, '--work-dir',
-                          str(tmp_path / 'wd'), *args], capture_output=True, text=True,
-                         cwd=DATA.parent.parent)
+    out = call_tool('train.py', cfg, '--work-dir', str(tmp_path / 'wd'), *args,
+                    cwd=DATA.parent.parent)
     assert out.returncode == 1, out.stderr[-2000:]
     assert f'{COMMAND} {CKPT} NEW.pth' in out.stderr and 'Traceback' not in out.stderr
     assert 'Iter(train)' not in out.stdout + out.stderr

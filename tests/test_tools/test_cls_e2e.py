@@ -2,7 +2,7 @@
 
 The data is tiny_runs.py's generated CIFAR-100-format set. Everything else (dataset class,
 transforms, data preprocessor, Runner, hooks, evaluator) is the real thing, driven through
-tools/train.py in a subprocess. What the run must show:
+tools/train.py (run in this process: tiny_runs.call_tool). What the run must show:
 
 - auto_scale_lr scales the configured lr to the run's total batch, and the schedule holds;
 - the training log carries the training accuracy (``LinearClsHead(cal_acc=True)``: the paper's

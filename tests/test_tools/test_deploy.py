@@ -2,9 +2,7 @@
 mmdet's own get_flops.py (from the installed packages), and tools/deployment/export_onnx.py
 (torch.export -> ONNX, checked with onnxruntime). torch.compile / jit.trace / torch.export of the
 backbone itself: tests/test_op_tracing.py."""
-import os
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
@@ -25,17 +23,17 @@ def _upstream_tool(package, name):
     return path
 
 
-def _run(cmd, cwd=ROOT):
-    env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES='')
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+def _run(script, *args):
+    """``python SCRIPT ARGS`` from the repository, run in this process: stdout + stderr."""
+    from tiny_runs import call_tool
+    out = call_tool(script, *args)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     return out.stdout + out.stderr
 
 
-@pytest.mark.slow  # a tool run end to end in a fresh interpreter
+@pytest.mark.slow  # a tool run end to end
 def test_mmpretrain_get_flops_counts_a_ds2net_config():
-    out = _run([sys.executable, _upstream_tool('mmpretrain', 'get_flops.py'), CIFAR_CFG,
-                '--shape', '32'])
+    out = _run(_upstream_tool('mmpretrain', 'get_flops.py'), CIFAR_CFG, '--shape', '32')
     assert 'Flops:' in out and 'Unsupported operator mmdsnet' not in out
     flops = next(line for line in out.splitlines() if line.startswith('Flops:'))
     assert 'M' in flops or 'G' in flops, flops
@@ -46,8 +44,8 @@ def test_mmdet_get_flops_counts_the_demo_detector(tmp_path):
     from mmdsnet.datasets.synthetic_det import make_synthetic_coco
     make_synthetic_coco(str(tmp_path / 'data'), num_train=2, num_val=2)
     cfg = osp.join(ROOT, 'configs/demo/faster-rcnn_ds2net-tiny_fpn_shapes.py')
-    out = _run([sys.executable, _upstream_tool('mmdet', 'get_flops.py'), cfg, '--num-images', '1',
-                '--cfg-options', f'val_dataloader.dataset.data_root={tmp_path}/data/'])
+    out = _run(_upstream_tool('mmdet', 'get_flops.py'), cfg, '--num-images', '1',
+               '--cfg-options', f'val_dataloader.dataset.data_root={tmp_path}/data/')
     assert 'Flops:' in out and 'Unsupported operator mmdsnet' not in out
 
 

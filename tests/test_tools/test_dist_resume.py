@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from tiny_runs import write_cfg
+from tiny_runs import call_tool, write_cfg
 
 from helpers import ROOT
 
@@ -72,8 +72,10 @@ def test_sync_bn_config_falls_back_to_bn_on_cpu(monkeypatch):
 def test_sigkill_then_resume_reaches_the_uninterrupted_weights(tmp_path):
     iters = 12
     cfg = write_cfg(tmp_path, frozen=-1, with_cp=False, iters=iters, interval=4)
-    ref = run([PY, 'tools/train.py', cfg, '--work-dir', str(tmp_path / 'ref')], timeout=300)
-    assert ref.returncode == 0, ref.stdout[-3000:]
+    # The reference and the resumed run: tools/train.py in this process, one thread as the
+    # killed one (only the killed run needs a process of its own).
+    ref = call_tool('train.py', cfg, '--work-dir', str(tmp_path / 'ref'), threads=1)
+    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
 
     wd = tmp_path / 'killed'
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
@@ -91,8 +93,8 @@ def test_sigkill_then_resume_reaches_the_uninterrupted_weights(tmp_path):
     killed_at = last.read_text().strip()
     assert not osp.isfile(wd / f'iter_{iters}.pth'), 'killed too late to test anything'
 
-    res = run([PY, 'tools/train.py', cfg, '--work-dir', str(wd), '--resume'], timeout=300)
-    log = res.stdout
+    res = call_tool('train.py', cfg, '--work-dir', str(wd), '--resume', threads=1)
+    log = res.stdout + res.stderr
     assert res.returncode == 0, log[-3000:]
     assert 'resumed' in log.lower() and osp.basename(killed_at) in log
     a, b = load_state(tmp_path / 'ref' / f'iter_{iters}.pth'), load_state(wd / f'iter_{iters}.pth')

@@ -1,5 +1,6 @@
 """tools/test.py: --show / --show-dir / --interval / --tta with mmdet's and mmpretrain's meanings,
---out as pkl or json, the metrics tables, the data hint; through the tool on tiny runs (slow)."""
+--out as pkl or json, the metrics tables, the data hint; through the tool (run in this process)
+on tiny runs (slow)."""
 import json
 import os.path as osp
 import pickle
@@ -158,11 +159,11 @@ def test_dump_json_results(tmp_path):
 
 
 @pytest.mark.slow
-def test_cls_show_dir_and_json_through_the_tool(tmp_path_factory):
+def test_cls_show_dir_and_json_through_the_tool(tmp_path_factory, tmp_path):
     run = tiny_run(tmp_path_factory)
-    tmp = run['tmp']
+    tmp = tmp_path  # the run is shared: what this test writes goes here
     out = tmp / 'preds.json'
-    _, log = run_tool(tmp, 'test.py', run['config'], run['checkpoint'], '--work-dir',
+    _, log = run_tool(run['tmp'], 'test.py', run['config'], run['checkpoint'], '--work-dir',
                       tmp / 'test_cls', '--show-dir', tmp / 'cls_pics', '--out', out)
     preds = json.loads(out.read_text())
     assert len(preds) == 64  # the generated test split
@@ -204,10 +205,10 @@ def test_det_show_dir_and_json_through_the_tool(tmp_path):
 
 
 @pytest.mark.slow
-def test_tta_through_the_tool(tmp_path_factory):
+def test_tta_through_the_tool(tmp_path_factory, tmp_path):
     run = tiny_run(tmp_path_factory)
-    tmp = run['tmp']
-    _, log = run_tool(tmp, 'test.py', run['config'], run['checkpoint'], '--work-dir',
+    tmp = tmp_path  # the run is shared: what this test writes goes here
+    _, log = run_tool(run['tmp'], 'test.py', run['config'], run['checkpoint'], '--work-dir',
                       tmp / 'test_tta', '--tta', '--out', tmp / 'tta.pkl')
     with open(tmp / 'tta.pkl', 'rb') as f:
         assert len(pickle.load(f)) == 64

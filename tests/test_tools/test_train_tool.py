@@ -168,9 +168,10 @@ def _run(args):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
 
 
-@pytest.mark.slow  # a tool run end to end in a fresh interpreter
+@pytest.mark.slow  # a tool run end to end
 def test_extract_backbone_missing_file_is_one_line(tmp_path):
-    out = _run(['tools/extract_backbone.py', str(tmp_path / 'nope.pth'), str(tmp_path / 'o.pth')])
+    from tiny_runs import call_tool  # the tool's run in this process
+    out = call_tool('extract_backbone.py', tmp_path / 'nope.pth', tmp_path / 'o.pth')
     assert out.returncode == 1 and 'Traceback' not in out.stderr
     assert out.stderr.strip() == f'error: checkpoint {tmp_path / "nope.pth"} can not be found'
 
