@@ -23,10 +23,10 @@ TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.fl
 #: tile limits (MAX_TILE, MAX_BLOCK_HW, MAX_BLOCK_C, BLOCK_R): the module's (one tile covers a
 #: 5 x 7 map and 12 channels, masked), and shrunk ones: 8 x 8 tiles (5 tiles per 35 positions,
 #: the last with 3; 12 channels as 8 + 4) and 8 partials per combine step; GN-32ch's 64 channels
-#: in tiles of 32 x 8
+#: in tiles of 32 x 8, its 160 partials per group 32 per step (still several steps)
 DEFAULT_TILES = None
 SMALL_TILES = (64, 8, 8, 8)
-SMALL_TILES_WIDE = (256, 8, 32, 8)
+SMALL_TILES_WIDE = (256, 8, 32, 32)
 
 
 def _kernel_cases():
@@ -156,7 +156,8 @@ def check_kernels(norm, dtype, layout, n, tiles, sources, full, size=(5, 7)):
         means, rstds, own = _stats(kind, groups, ys, acc, gen)
         weights = [torch.randn(sources, c, 1, 1, generator=gen, dtype=acc)] + [None] * full
         relus = (True, False) if full else (layout == 'nchw', )
-        for weight, relu in [(w, r) for w in weights for r in relus]:
+        combos = [(w, r) for w in weights for r in relus]
+        for k, (weight, relu) in enumerate(combos):
             args = (ys, means, rstds, weight, own)
             ref = _aten('aggregate')(x, *args, relu)[0]
             # out's own statistics from the same pass, where a norm computes them
@@ -181,12 +182,16 @@ def check_kernels(norm, dtype, layout, n, tiles, sources, full, size=(5, 7)):
                     _close(f'dL/dy_{i}', a, b, TOL[dtype])
                     assert b.numel() == 0 or a.stride() == b.stride(), f'dL/dy_{i} layout'
                 _close('dL/dW', gots[2], refs[2], TOL[acc])
-            # one call of a chain: the older sources' sums started (no sum yet) or added into,
-            # the last one finalized (the norm backward of its whole sum); W's gradient too
-            # (with ``full``: also every other source, no dL/dW)
-            for hs, (need_ys, need_w) in [
-                    (hs, asked) for hs in ([None] * sources, [t() for _ in range(sources)])
-                    for asked in (([True] * sources, True), ) + (((some, False), ) * full)]:
+            # one call of a chain: the older sources' sums added into (or started: no sum yet),
+            # the last one finalized (the norm backward of its whole sum), W's gradient. With
+            # ``full``, on the first combination (W, ReLU) also: sums started, every other
+            # source, no dL/dW; on the last (no W, no ReLU) sums added into. In small tiles
+            # (one combination) sums added into, the tiled reductions of the whole sum.
+            sums, started, all_w = [t() for _ in range(sources)], [None] * sources, (
+                [True] * sources, True)
+            plan = ([(sums, all_w), (started, (some, False))] if k == 0 and full
+                    else [(sums, all_w)] if k == len(combos) - 1 else [])
+            for hs, (need_ys, need_w) in plan:
                 refs = _aten('chain')(grad, ref, *args, need_ys, need_w, relu,
                                       [h if h is None else h.clone() for h in hs])
                 gots = ta.chain_backward(grad, ref, *args, need_ys, need_w, relu,
