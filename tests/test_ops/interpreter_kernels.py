@@ -212,11 +212,11 @@ def check_many_sources():
     runs = -(-35 // ta.K)
     # per weight: forward runs; backward: reduce runs + apply runs, for two gradient requests
     # (all: one apply run per reduce run; every other source: one per asked source, 18), and
-    # two calls of a chain (all asked: one reduce and one apply launch per run, the finalized
+    # one call of a chain (all asked: one reduce and one apply launch per run, the finalized
     # source in the last run)
     assert launches.count('_aggregate_kernel') == runs, launches
-    assert launches.count('_backward_reduce_kernel') == 4 * runs, launches
-    assert launches.count('_backward_apply_kernel') == runs + 18 + 2 * runs, launches
+    assert launches.count('_backward_reduce_kernel') == 3 * runs, launches
+    assert launches.count('_backward_apply_kernel') == runs + 18 + runs, launches
 
 
 def check_partial_sums():
