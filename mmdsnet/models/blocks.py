@@ -76,13 +76,27 @@ class _Block(nn.Module):
         else:
             self.inner_aggregation = None
 
-    def _inner_aggregate(self, out: Tensor, u: Tensor) -> Tensor:
-        """DS2Net: ``act(out + w * N(u))``, ``u`` being the input of the 3x3 conv(s). Without
-        ``act`` (``shortcut_act=None``) the caller has already applied the branch's own
-        activation to ``out``, so the branch keeps its nonlinearity."""
-        if self.inner_pool is not None:
-            u = self.inner_pool(u)
-        return self.inner_aggregation(out, [self.inner_aggregation.normalize(0, u)])
+    def _inner_source(self, t: Tensor):
+        """``u = ReLU(t)``, the input of the 3x3 conv(s) (``t``: the 1x1 conv's normalized
+        output), and where the DS2 inner shortcut reads ``u`` itself (no pooling) ``u``
+        prepared as its source, ``N``'s statistics from the pass that writes ``u``. Returns
+        ``(u, source or None)``."""
+        inner = self.inner_aggregation
+        if inner is None or self.inner_pool is not None:
+            return self.relu(t), None
+        source = inner.first_source(t)
+        return source.y, source
+
+    def _inner_aggregate(self, out: Tensor, u: Tensor, source=None) -> Tensor:
+        """DS2Net: ``act(out + w * N(u))``, ``u`` being the input of the 3x3 conv(s) (``source``:
+        ``u`` prepared by :meth:`_inner_source`). Without ``act`` (``shortcut_act=None``) the
+        caller has already applied the branch's own activation to ``out``, so the branch keeps
+        its nonlinearity."""
+        if source is None:
+            if self.inner_pool is not None:
+                u = self.inner_pool(u)
+            source = self.inner_aggregation.normalize(0, u)
+        return self.inner_aggregation(out, [source])
 
     def _build_expansion(self, mid: int, inner_shortcut: bool, shortcut_norm_cfg,
                          shortcut_weight: str, shortcut_init, shortcut_act,
@@ -166,13 +180,13 @@ class DSBottleneck(_Block):
                               shortcut_init, shortcut_act, strided_inner)
 
     def forward(self, x: Tensor) -> Tensor:
-        u = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
+        u, source = self._inner_source(getattr(self, self.norm1_name)(self.conv1(x)))
         out = getattr(self, self.norm2_name)(self.conv2(u))
         inner = self.inner_aggregation
         if inner is None or not inner.relu:  # the branch's ReLU, before a sum without one
             out = self.relu(out)
         if inner is not None:
-            out = self._inner_aggregate(out, u)
+            out = self._inner_aggregate(out, u, source)
         return self.last_norm(self.conv3(out))
 
 
@@ -220,7 +234,7 @@ class DSBottle2neck(_Block):
                               shortcut_init, shortcut_act, strided_inner)
 
     def forward(self, x: Tensor) -> Tensor:
-        u = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
+        u, source = self._inner_source(getattr(self, self.norm1_name)(self.conv1(x)))
         splits = torch.split(u, self.width, 1)
         outs, sp = [], None
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
@@ -230,5 +244,5 @@ class DSBottle2neck(_Block):
         outs.append(splits[-1] if self.pool is None else self.pool(splits[-1]))
         out = torch.cat(outs, 1)
         if self.inner_aggregation is not None:
-            out = self._inner_aggregate(out, u)
+            out = self._inner_aggregate(out, u, source)
         return self.last_norm(self.conv3(out))

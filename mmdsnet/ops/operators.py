@@ -341,7 +341,8 @@ def _backward(ctx, grad: Tensor, _grad_mean=None, _grad_rstd=None):
                                                 need_weight, ctx.relu)
     dys = [dy if need else None for dy, need in zip(dys, ctx.ys_need_grad)]
     none = [None] * s
-    return dx, dys, none, none, (dweight if need_weight else None), None, None, None, None, None
+    own = None if s else []  # (an empty list input takes an empty list, not None)
+    return dx, dys, none, none, (dweight if need_weight else None), own, None, None, None, None
 
 
 dense_aggregate.register_autograd(_backward, setup_context=_setup_context)

@@ -570,12 +570,13 @@ class _Sources:
         self.ok = False
         n, c = ref.shape[:2] if ref.dim() >= 2 else (0, 0)
         s = len(ys)
-        if (s == 0 or ref.dim() < 2 or ref.numel() == 0 or ref.dtype not in _TL
+        if (ref.dim() < 2 or ref.numel() == 0 or ref.dtype not in _TL
                 or not (len(means) == len(rstds) == s)
                 or (weight is not None and (weight.numel() != s * c
                                             or weight.device != ref.device))):
             return
-        y0 = ys[0]
+        # (no source: ReLU(x) and its statistics, DS2's inner source; read as ref's layout)
+        y0 = ys[0] if s else ref
         self.acc = stats_dtype(ref.dtype)
         if (y0.dtype not in _TL or stats_dtype(y0.dtype) != self.acc
                 or any(y.shape != ref.shape or y.dtype != y0.dtype or y.stride() != y0.stride()
@@ -597,6 +598,7 @@ class _Sources:
             # (n, c) reads its statistic at n * row_stride + c // cpg
             self.layout.append((groups if rows == n and n > 1 else 0, c // groups))
         self.ys = ys
+        self.layout = self.layout or [(0, 1)]  # (the launch of no source reads no statistic)
         self.n, self.c, self.hw = n, c, _hw(ref)
         self.weight = None if weight is None else weight.reshape(s, c).contiguous()
         self.ok = True
@@ -685,7 +687,7 @@ def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: Lis
     else:
         mean, rstd = out_stats_like(out, 0, False)
         stats = [None] * 4  # (compile-time None: no statistics arguments)
-    runs = _runs(src.layout)
+    runs = _runs(src.layout) if ys else [(0, 0)]
     prev, prev_strides = x, x_strides
     with _device(x):
         for k, (a, b) in enumerate(runs):  # each later run adds into out
@@ -765,7 +767,7 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
     w = out if src.weight is None else src.weight
     fin = 1 + s
     part = (_workspace(out.device, acc, (fin + 2 * final_h) * n * c * p) if reduce
-            else src.means[0])
+            else out)  # (a placeholder: not read)
     maps = (*g_strides, *o_strides, *dx_strides, *src.y_strides)
     common = dict(RELU=bool(relu), ACC=_TL[acc], BLOCK_C=block_c, BLOCK_HW=block_hw)
     g_ready = False  # whether dL/dx = g is stored (later passes read it back)
@@ -792,13 +794,13 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
         z_args = [t if need else dx for t, need in zip(z, need_ys)]
         for a, b in runs:  # (0, 0): nothing but dL/dx is needed
             tail = chain and b == s  # this run ends with the chain's finalized source
-            z_strides = _flat(z_args[a])
+            z_strides = _flat(z_args[a]) if z_args else dx_strides
             _backward_apply_kernel[grid](
                 grad, out, dx, part, w, dw if need_w else part, *src.slots(max(a, 0), max(b, 1)),
                 *_slots(z_args, a, max(b, a + 1)), n, c, hw, p, a, 1 + a, *src.layout[a], fin,
                 *maps, *z_strides, NUM=b - a, OWN=own[b - 1] if b > a else False,
-                NEED_Y=bool(need_ys[b - 1]) and b > a, NEED_W=need_w,
-                HAS_W=src.weight is not None, ACCUM=chain and bool(need_ys[a]) and a < last,
+                NEED_Y=b > a and bool(need_ys[b - 1]), NEED_W=need_w,
+                HAS_W=src.weight is not None, ACCUM=chain and a < last and bool(need_ys[a]),
                 ADD=chain and a < last and hs[a] is not None, LAST=int(tail),
                 FINAL_H=final_h and tail, G_FROM_DX=g_ready, BLOCK_R=_block_r(block_c),
                 **common)

@@ -203,6 +203,28 @@ def check_kernels(norm, dtype, layout, n, tiles, sources, full, size=(5, 7)):
                 _close('chain dL/dW', gots[2], refs[2], TOL[acc])
 
 
+def check_no_source():
+    """No source (DS2's inner source ``ReLU(t)`` with its statistics): one launch forward with
+    the output's statistics, one backward (the ReLU's), against ATen."""
+    ta = _ta()
+    gen = torch.Generator().manual_seed(0)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x, grad = (torch.randn(2, 12, 5, 7, generator=gen).contiguous(memory_format=fmt)
+                   for _ in range(2))
+        for out_stats in ((6, 1e-5, False), (12, 1e-5, True)):
+            with _launches() as launches, _no_fallback():
+                got = ta.dense_aggregate(x, [], [], [], None, [], True, *out_stats)
+                gots = ta.dense_aggregate_backward(grad, got[0], [], [], [], None, [], [], False,
+                                                   True)
+            assert launches == ['_aggregate_kernel', '_backward_apply_kernel'], launches
+            ref = _aten('aggregate')(x, [], [], [], None, [], True, *out_stats)
+            refs = _aten('backward')(grad, ref[0], [], [], [], None, [], [], False, True)
+            for name, a, b in zip(('out', 'mean', 'rstd', 'dL/dx'), (*got, gots[0]),
+                                  (*ref, refs[0])):
+                _close(name, a, b, TOL[torch.float32])
+            assert got[0].stride() == x.stride() and gots[0].stride() == grad.stride()
+
+
 def check_many_sources():
     """35 sources (DSNet152's largest block): runs of K = 8 sources, one launch per run and
     pass, the later ones adding into the output (forward) or reading g back (backward)."""

@@ -52,6 +52,9 @@ def test_opcheck(memory_format):
     args = (x, ys, [s[0] for s in stats], [s[1] for s in stats], weight, [1, 1, 0])
     torch.library.opcheck(torch.ops.mmdsnet.dense_aggregate.default, args)
     torch.library.opcheck(torch.ops.mmdsnet.norm_stats.default, (ys[0].detach(), 4, 1e-5, False))
+    # no source: ReLU(x) and its statistics (DS2's inner source)
+    torch.library.opcheck(torch.ops.mmdsnet.dense_aggregate.default,
+                          (x, [], [], [], None, [], True, 4, 1e-5, False))
     out, mean, rstd = dense_aggregate(*args)
     assert out.is_contiguous(memory_format=memory_format)
     assert mean.numel() == rstd.numel() == 0  # no out_groups: no statistics

@@ -240,17 +240,21 @@ class DenseAggregation(nn.Module):
             stats, own = _running_stats(y, norm.running_mean, norm.running_var, norm.eps), False
         return Source(y, stats[0], stats[1], own)
 
-    def first_source(self, x: Tensor, shortcut: Tensor) -> Source:
+    def first_source(self, x: Tensor, shortcut: Optional[Tensor] = None) -> Source:
         """``Y_0 = ReLU(X_0 + shortcut)`` (block 0 of a ResNet stage, its ReLU whatever ``act``
-        is) prepared as source 0. Where ``N_0`` computes statistics on the operators, ``Y_0``
-        and its statistics come from one pass: the aggregation operator with the projected
-        input as a source that has no normalization and no weight (mean 0, rstd 1), which the
-        operator does not keep for backward."""
+        is), or ``ReLU(x)`` (DS2's inner source, the 3x3 conv's input), prepared as source 0.
+        Where ``N_0`` computes statistics on the operators, the map and its statistics come
+        from one pass: the aggregation operator, with the projected input as a source that has
+        no normalization and no weight (mean 0, rstd 1; not kept for backward), or with no
+        source."""
         out_stats = self.stats_of(0)
         if out_stats is None:
-            return self.normalize(0, torch.relu_(x.add_(shortcut)))
-        mean, rstd = _no_stats(x)
-        result = aggregate(x, [shortcut], [mean], [rstd], None, [0], True, out_stats)
+            return self.normalize(0, torch.relu_(x if shortcut is None else x.add_(shortcut)))
+        if shortcut is None:
+            result = aggregate(x, [], [], [], None, [], True, out_stats)
+        else:
+            mean, rstd = _no_stats(x)
+            result = aggregate(x, [shortcut], [mean], [rstd], None, [0], True, out_stats)
         return self.normalize(0, result[0], (result[1], result[2]))
 
     def new_chain(self, y: Tensor):
