@@ -162,6 +162,11 @@ def dense_aggregate_aten(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds
                          out_over_batch: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """``mmdsnet::dense_aggregate``'s implementation of stock ATen operators (every device)."""
     _check(x, ys, means, rstds, weight, own_stats, out_groups, out_over_batch)
+    if not ys:  # ReLU(x) (DS2's inner source), or a copy: an output never aliases an input
+        out = torch.relu(x) if relu else x.clone()
+        if not out_groups:
+            return (out, *out_stats_like(out, 0, False))
+        return (out, *norm_stats_aten(out, out_groups, out_eps, out_over_batch))
     c = x.shape[1]
     w = None if weight is None else weight.reshape(len(ys), c)
     terms = [_scale_shift(m, r, None if w is None else w[i], c)
