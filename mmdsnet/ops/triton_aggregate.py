@@ -739,7 +739,7 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
             or (chain and any(h is not None and (h.stride() != ys[0].stride()
                                                  or h.dtype != ys[0].dtype) for h in hs))):
         if chain:
-            return _ATEN[CHAIN_BACKWARD](grad, out, ys, means, rstds, weight, own_stats, need_ys,
+            return _aten(CHAIN_BACKWARD)(grad, out, ys, means, rstds, weight, own_stats, need_ys,
                                          need_weight, relu, hs)
         return _aten(_backward_op)(grad, out, ys, means, rstds, weight, own_stats, need_ys,
                                    need_weight, relu)
