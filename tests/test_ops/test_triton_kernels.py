@@ -20,8 +20,12 @@ the child. Cases:
   float32 1e-5; tensors stored in bf16 1e-2 and fp16 2e-3 (about one unit in the last place of
   the largest element: both sides compute in float32 and round once); the float32 statistics
   and ``dL/dW`` of bf16 / fp16 inputs 1e-5.
-* the partial sums of the reduction kernels against torch; 35 sources (DSNet152's stage 3) in
-  runs of K, one launch per run and pass;
+* one call of a chain (``chain_backward``: the older sources' gradient sums started or added
+  into, the last one finalized) against ``chain_backward_aten``, on a covering plan of the
+  cases above; an aggregation with no source (``ReLU(t)`` and its statistics, DS2's inner
+  source): one launch each way;
+* the partial sums of the reduction kernels against torch (the chain's sums of ``h`` and
+  ``h * y_hat`` too); 35 sources (DSNet152's stage 3) in runs of K, one launch per run and pass;
 * with the kernels registered as the operators' CPU kernels: ``torch.library.opcheck`` (schema,
   fake implementation, autograd) on NCHW and channels_last; float64 ``gradcheck`` of the
   operator (GN, BatchNorm batch and running statistics, none); a DS2Net training step against
@@ -30,9 +34,10 @@ the child. Cases:
 * the statistics of the output computed by the aggregation pass itself (``out_groups``), against
   ATen's statistics of the map it stored;
 * the launch budget of one DSNet50 / DS2Net50 training step (one launch per aggregation
-  forward, which also computes the statistics of a ``Y_l`` that later blocks read, one per
-  statistic no aggregation writes, at most two per backward: 40 / 92 launches; 48 / 100 with a
-  statistics pass per source, 72 / 150 with the pointer-table kernels)
+  forward, which also computes the statistics of the source it writes, ``Y_0`` and DS2's inner
+  sources included, no statistics launch; at most two per backward, the stages' dense sums as
+  chains: 44 / 109 launches; 40 / 92 with a statistics launch per ``Y_0`` and inner source,
+  48 / 100 with one per source, 72 / 150 with the pointer-table kernels)
   and no host work per call but launching and allocating the outputs (a TorchDispatchMode
   around each call: no copy, no pinned memory, no ``.item()``, no temporary);
 * inputs the kernels do not take (a strided slice, sources of two dtypes) give ATen's result
