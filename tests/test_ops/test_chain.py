@@ -114,3 +114,23 @@ def test_calls_out_of_the_stage_order_are_refused():
     y1 = agg(maps[2], sources[:1], chain=chain)
     with pytest.raises(RuntimeError, match="stage order.*aggregation_impl='reference'"):
         (y1.sum() + y2.sum()).backward()
+
+
+def test_a_training_step_after_inference_mode():
+    """The constant statistics of a source without normalization (each stage's projected
+    input) are made once; made first under ``torch.inference_mode`` they must still serve a
+    later training step (inference tensors cannot be saved for backward)."""
+    import subprocess
+    import sys
+    code = ('import torch\n'
+            'from mmdsnet.models import DSNet\n'
+            'model = DSNet(depth=26, base_channels=8, stem="cifar")\n'
+            'x = torch.randn(2, 3, 16, 16)\n'
+            'with torch.inference_mode():\n'
+            '    model(x)\n'
+            'model(x)[-1].sum().backward()\n'
+            'print("ok")\n')
+    # a fresh interpreter: the constants of this process may already exist
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-2000:]

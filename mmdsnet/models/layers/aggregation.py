@@ -91,8 +91,10 @@ def _no_stats(y: Tensor) -> Tuple[Tensor, Tensor]:
     key = (y.device, stats_dtype(y.dtype))
     stats = _UNIT_STATS.get(key)
     if stats is None:
-        one = torch.ones((1, 1), dtype=key[1], device=y.device)
-        stats = _UNIT_STATS[key] = (torch.zeros_like(one), one)
+        # (never inference tensors, which a later training step could not save for backward)
+        with torch.inference_mode(False):
+            one = torch.ones((1, 1), dtype=key[1], device=y.device)
+            stats = _UNIT_STATS[key] = (torch.zeros_like(one), one)
     return stats
 
 
