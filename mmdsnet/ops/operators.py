@@ -164,20 +164,17 @@ def dense_aggregate_aten(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds
     _check(x, ys, means, rstds, weight, own_stats, out_groups, out_over_batch)
     if not ys:  # ReLU(x) (DS2's inner source), or a copy: an output never aliases an input
         out = torch.relu(x) if relu else x.clone()
-        if not out_groups:
-            return (out, *out_stats_like(out, 0, False))
-        return (out, *norm_stats_aten(out, out_groups, out_eps, out_over_batch))
-    c = x.shape[1]
-    w = None if weight is None else weight.reshape(len(ys), c)
-    terms = [_scale_shift(m, r, None if w is None else w[i], c)
-             for i, (m, r) in enumerate(zip(means, rstds))]
-    acc = stats_dtype(x.dtype)
-    shift = sum(b for _, b in terms) if terms else x.new_zeros((1, c), dtype=acc)
-    # one buffer: x plus every shift, then one multiply-add per source, then the ReLU in place
-    out = torch.add(x.to(acc), _spatial(shift, x))
-    for y, (a, _) in zip(ys, terms):
-        out.addcmul_(y, _spatial(a, x))
-    out = (out.relu_() if relu else out).to(x.dtype)
+    else:
+        c = x.shape[1]
+        w = None if weight is None else weight.reshape(len(ys), c)
+        terms = [_scale_shift(m, r, None if w is None else w[i], c)
+                 for i, (m, r) in enumerate(zip(means, rstds))]
+        # one buffer: x plus every shift, then one multiply-add per source, then the ReLU in
+        # place
+        out = torch.add(x.to(stats_dtype(x.dtype)), _spatial(sum(b for _, b in terms), x))
+        for y, (a, _) in zip(ys, terms):
+            out.addcmul_(y, _spatial(a, x))
+        out = (out.relu_() if relu else out).to(x.dtype)
     if not out_groups:
         return (out, *out_stats_like(out, 0, False))
     return (out, *norm_stats_aten(out, out_groups, out_eps, out_over_batch))
@@ -253,25 +250,8 @@ def dense_aggregate_backward_aten(grad: Tensor, out: Tensor, ys: List[Tensor],
     """Gradients of :func:`dense_aggregate` (ATen implementation): ``(dx, [dy_i], dweight)``;
     a ``dy_i`` that is not needed (``need_ys[i]`` false) and ``dweight`` when not needed are
     empty tensors."""
-    # the ReLU, from its output; without it dL/dx is the incoming gradient (a copy: the
-    # operator's outputs may not alias its inputs)
-    g = torch.ops.aten.threshold_backward(grad, out, 0) if relu else grad.clone()
-    c = out.shape[1]
-    w = None if weight is None else weight.reshape(len(ys), c)
-    need_w = need_weight and w is not None
-    dw_rows, dys = [], []
-    for i, (y, m, r, own, need_y) in enumerate(zip(ys, means, rstds, own_stats, need_ys)):
-        if not (need_y or need_w):
-            dys.append(y.new_empty(0))
-            continue
-        dy, dw = source_backward(g, y, m, r, None if w is None else w[i], bool(own), need_y,
-                                 need_w)
-        dys.append(_like(dy, y) if need_y else y.new_empty(0))
-        if need_w:
-            dw_rows.append(dw.reshape(c))
-    dweight = (torch.stack(dw_rows).to(weight.dtype).reshape(weight.shape) if need_w
-               else out.new_empty(0))
-    return g, dys, dweight
+    return _backward_aten(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight,
+                          relu, None)
 
 
 def chain_backward_aten(grad: Tensor, out: Tensor, ys: List[Tensor], means: List[Tensor],
@@ -285,33 +265,44 @@ def chain_backward_aten(grad: Tensor, out: Tensor, ys: List[Tensor], means: List
     gets ``dL/dy = N'(hs[-1] + w g)``, the norm backward of its whole shortcut gradient (one norm
     backward per source, not one per edge). Returns ``(dx, [h_0 .. h_{S-2}, dy_{S-1}],
     dweight)``, empty where not needed."""
+    return _backward_aten(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight,
+                          relu, hs)
+
+
+def _backward_aten(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight, relu,
+                   hs):
+    """Both backward functions above: ``hs`` None (every source finalized on its own edge) or
+    a chain's sums."""
+    # the ReLU, from its output; without it dL/dx is the incoming gradient (a copy: the
+    # operator's outputs may not alias its inputs)
     g = torch.ops.aten.threshold_backward(grad, out, 0) if relu else grad.clone()
     c, last = out.shape[1], len(ys) - 1
     w = None if weight is None else weight.reshape(len(ys), c)
     need_w = need_weight and w is not None
-    dw_rows, outs = [], []
+    dw_rows, dys = [], []
     for i, (y, m, r, own, need_y) in enumerate(zip(ys, means, rstds, own_stats, need_ys)):
         wi = None if w is None else w[i]
-        h = hs[i] if need_y else None
-        if need_y and i == last and h is None:  # the only edge: dL/dy and dL/dw in one call
-            dy, dw = source_backward(g, y, m, r, wi, bool(own), True, need_w)
+        final = hs is None or i == last  # (its norm backward here, else a sum so far)
+        h = hs[i] if hs is not None and need_y else None
+        dy = None
+        if final and h is None:  # this edge alone: dL/dy and dL/dw in one call
+            if need_y or need_w:
+                dy, dw = source_backward(g, y, m, r, wi, bool(own), need_y, need_w)
         else:
             dw = source_backward(g, y, m, r, wi, bool(own), False, True)[1] if need_w else None
-            if not need_y:
-                dy = y.new_empty(0)
-            elif h is None:  # the first edge of an older source
+            if need_y and h is None:  # the first edge of an older source
                 dy = g.to(y.dtype, copy=True) if wi is None else (g * _spatial(wi.reshape(1, c),
                                                                                g)).to(y.dtype)
-            else:
+            elif need_y:
                 dy = h.add_(g) if wi is None else h.addcmul_(g, _spatial(wi.reshape(1, c), g))
-                if i == last:
+                if final:
                     dy = source_backward(dy, y, m, r, None, bool(own), True, False)[0]
-        outs.append(_like(dy, y) if need_y else dy)
+        dys.append(_like(dy, y) if need_y else y.new_empty(0))
         if need_w:
             dw_rows.append(dw.reshape(c))
     dweight = (torch.stack(dw_rows).to(weight.dtype).reshape(weight.shape) if need_w
                else out.new_empty(0))
-    return g, outs, dweight
+    return g, dys, dweight
 
 
 dense_aggregate_backward = torch.library.custom_op(

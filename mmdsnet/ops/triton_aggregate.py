@@ -738,11 +738,9 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
             or not (len(own_stats) == len(need_ys) == s)
             or (chain and any(h is not None and (h.stride() != ys[0].stride()
                                                  or h.dtype != ys[0].dtype) for h in hs))):
-        if chain:
-            return _aten(CHAIN_BACKWARD)(grad, out, ys, means, rstds, weight, own_stats, need_ys,
-                                         need_weight, relu, hs)
-        return _aten(_backward_op)(grad, out, ys, means, rstds, weight, own_stats, need_ys,
-                                   need_weight, relu)
+        return _aten(CHAIN_BACKWARD if chain else _backward_op)(
+            grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight, relu,
+            *([hs] if chain else []))
     n, c, hw = src.n, src.c, src.hw
     acc, last = src.acc, s - 1
     need_w = need_weight and weight is not None
@@ -753,13 +751,10 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
     reduce = need_w or any(own)
     dx = torch.empty_like(grad)
     dx_strides = _flat(dx)
-    if chain:  # the older sources' sums (in place where one exists), the last one's dL/dy
-        z = [(hs[i] if hs[i] is not None else torch.empty_like(y)) if need_ys[i]
-             else y.new_empty(0) for i, y in enumerate(ys)]
-        dys = z
-    else:
-        dys = z = [torch.empty_like(y) if need else y.new_empty(0)
-                   for y, need in zip(ys, need_ys)]
+    # dL/dy_i; in a chain the older sources' sums (in place where one exists) and the last
+    # one's dL/dy (in place into its sum)
+    dys = z = [(hs[i] if chain and hs[i] is not None else torch.empty_like(y)) if need_ys[i]
+               else y.new_empty(0) for i, y in enumerate(ys)]
     dw = torch.empty((s, c), dtype=acc, device=out.device) if need_w else None
     block_c, block_hw = _blocks(c, hw, src.y_strides)
     p = _cdiv(hw, block_hw)

@@ -24,13 +24,18 @@ CALLS = []  # the operator names the CPU-registered kernels ran, in the child
 def _register_on_cpu():
     """In the child only: the Triton functions become the operators' CPU kernels, so that the
     operators (and the models through them) run them; each call is recorded in CALLS."""
-    ta = _ta()
-    for name, fn in (('stats', ta.norm_stats), ('aggregate', ta.dense_aggregate),
-                     ('backward', ta.dense_aggregate_backward), ('chain', ta.chain_backward)):
+    for name, fn in _functions().items():
         def counted(*args, fn=fn, name=name):
             CALLS.append(name)
             return fn(*args)
-        ta.register_device_kernel(_op(name), 'cpu', counted)
+        _ta().register_device_kernel(_op(name), 'cpu', counted)
+
+
+def _functions():
+    """The kernels' functions by the names CALLS records."""
+    ta = _ta()
+    return {'stats': ta.norm_stats, 'aggregate': ta.dense_aggregate,
+            'backward': ta.dense_aggregate_backward, 'chain': ta.chain_backward}
 
 
 def _op(name):
@@ -266,8 +271,7 @@ def check_no_host_work():
             return func(*args, **(kwargs or {}))
     seen = []
     saved = {k: getattr(ta, k) for k in _kernel_names()}
-    fns = {name: getattr(ta, name) for name in ('norm_stats', 'dense_aggregate',
-                                                'dense_aggregate_backward', 'chain_backward')}
+    fns = _functions()
 
     class Unrecorded:  # the launch itself runs outside the mode (the interpreter copies)
         def __init__(self, kernel):
@@ -296,11 +300,7 @@ def check_no_host_work():
             step = _dsnet50_step(cls)
             step()  # the workspaces and counters are allocated once, here
             for name, fn in fns.items():
-                ta.register_device_kernel(_op({'norm_stats': 'stats',
-                                               'dense_aggregate': 'aggregate',
-                                               'dense_aggregate_backward': 'backward',
-                                               'chain_backward': 'chain'}[name]), 'cpu',
-                                          recorded(fn))
+                ta.register_device_kernel(_op(name), 'cpu', recorded(fn))
             seen.clear()
             try:
                 step()
