@@ -205,12 +205,14 @@ def check_kernels(norm, dtype, layout, n, tiles, sources, full, size=(5, 7)):
 
 def check_no_source():
     """No source (DS2's inner source ``ReLU(t)`` with its statistics): one launch forward with
-    the output's statistics, one backward (the ReLU's), against ATen."""
+    the output's statistics, one backward (the ReLU's), against ATen; float32 NCHW and bf16
+    channels_last (what autocast gives the 3x3 conv's input)."""
     ta = _ta()
     gen = torch.Generator().manual_seed(0)
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        x, grad = (torch.randn(2, 12, 5, 7, generator=gen).contiguous(memory_format=fmt)
-                   for _ in range(2))
+    for fmt, dtype in ((torch.contiguous_format, torch.float32),
+                       (torch.channels_last, torch.bfloat16)):
+        x, grad = (torch.randn(2, 12, 5, 7, generator=gen).to(dtype).contiguous(
+            memory_format=fmt) for _ in range(2))
         for out_stats in ((6, 1e-5, False), (12, 1e-5, True)):
             with _launches() as launches, _no_fallback():
                 got = ta.dense_aggregate(x, [], [], [], None, [], True, *out_stats)
@@ -219,9 +221,9 @@ def check_no_source():
             assert launches == ['_aggregate_kernel', '_backward_apply_kernel'], launches
             ref = _aten('aggregate')(x, [], [], [], None, [], True, *out_stats)
             refs = _aten('backward')(grad, ref[0], [], [], [], None, [], [], False, True)
-            for name, a, b in zip(('out', 'mean', 'rstd', 'dL/dx'), (*got, gots[0]),
-                                  (*ref, refs[0])):
-                _close(name, a, b, TOL[torch.float32])
+            for name, a, b, tol in zip(('out', 'mean', 'rstd', 'dL/dx'), (*got, gots[0]),
+                                       (*ref, refs[0]), (TOL[dtype], 1e-5, 1e-5, TOL[dtype])):
+                _close(name, a, b, tol)  # (the statistics in float32)
             assert got[0].stride() == x.stride() and gots[0].stride() == grad.stride()
 
 
