@@ -4,8 +4,10 @@
 registered when this package is imported. They have one implementation of stock ATen operators for
 every device; a device-specific kernel is registered beside it with the operator's
 ``register_kernel(device_type)``: the Triton kernels of :mod:`mmdsnet.ops.triton_aggregate` for
-CUDA tensors, wherever triton imports. :func:`use_implementation` is the one switch between
-those kernels and the ATen implementation, and between the eager calls and the dispatcher.
+CUDA tensors, wherever triton imports. Under ``torch.compile`` inductor compiles their
+decompositions. :func:`use_implementation` is the one switch between those kernels and the ATen
+implementation, between the eager calls and the dispatcher, between decomposed and opaque
+operators under ``torch.compile``, and between direct and Triton-launched kernels.
 mmengine's FLOP counter (what mmdet's and mmpretrain's ``get_flops.py`` use) learns their cost
 here, counted as it counts the reference form.
 """

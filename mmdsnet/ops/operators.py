@@ -111,6 +111,7 @@ norm_stats = torch.library.custom_op('mmdsnet::norm_stats', norm_stats_aten, mut
 
 @norm_stats.register_fake
 def _(y, groups, eps, over_batch):
+    _sync_inductor_table()
     rows = 1 if over_batch else y.shape[0]
     acc = stats_dtype(y.dtype)
     return y.new_empty((rows, groups), dtype=acc), y.new_empty((rows, groups), dtype=acc)
@@ -187,6 +188,7 @@ dense_aggregate = torch.library.custom_op('mmdsnet::dense_aggregate', dense_aggr
 @dense_aggregate.register_fake
 def _(x, ys, means, rstds, weight, own_stats, relu=True, out_groups=0, out_eps=1e-5,
       out_over_batch=False):
+    _sync_inductor_table()
     _check(x, ys, means, rstds, weight, own_stats, out_groups, out_over_batch)
     return (torch.empty_like(x), *out_stats_like(x, out_groups, out_over_batch))
 
@@ -270,9 +272,11 @@ def chain_backward_aten(grad: Tensor, out: Tensor, ys: List[Tensor], means: List
 
 
 def _backward_aten(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight, relu,
-                   hs):
+                   hs, decomposed=False):
     """Both backward functions above: ``hs`` None (every source finalized on its own edge) or
-    a chain's sums."""
+    a chain's sums. ``decomposed``: functional and in the written-out formula on every device,
+    with no layout promised (inductor's decomposition, where the operator's node is gone)."""
+    native = False if decomposed else None
     # the ReLU, from its output; without it dL/dx is the incoming gradient (a copy: the
     # operator's outputs may not alias its inputs)
     g = torch.ops.aten.threshold_backward(grad, out, 0) if relu else grad.clone()
@@ -287,17 +291,21 @@ def _backward_aten(grad, out, ys, means, rstds, weight, own_stats, need_ys, need
         dy = None
         if final and h is None:  # this edge alone: dL/dy and dL/dw in one call
             if need_y or need_w:
-                dy, dw = source_backward(g, y, m, r, wi, bool(own), need_y, need_w)
+                dy, dw = source_backward(g, y, m, r, wi, bool(own), need_y, need_w, native)
         else:
-            dw = source_backward(g, y, m, r, wi, bool(own), False, True)[1] if need_w else None
+            dw = (source_backward(g, y, m, r, wi, bool(own), False, True, native)[1] if need_w
+                  else None)
             if need_y and h is None:  # the first edge of an older source
                 dy = g.to(y.dtype, copy=True) if wi is None else (g * _spatial(wi.reshape(1, c),
                                                                                g)).to(y.dtype)
             elif need_y:
                 dy = h.add_(g) if wi is None else h.addcmul_(g, _spatial(wi.reshape(1, c), g))
                 if final:
-                    dy = source_backward(dy, y, m, r, None, bool(own), True, False)[0]
-        dys.append(_like(dy, y) if need_y else y.new_empty(0))
+                    dy = source_backward(dy, y, m, r, None, bool(own), True, False, native)[0]
+        if need_y:
+            dys.append(dy.to(y.dtype) if decomposed else _like(dy, y))
+        else:
+            dys.append(y.new_empty(0))
         if need_w:
             dw_rows.append(dw.reshape(c))
     dweight = (torch.stack(dw_rows).to(weight.dtype).reshape(weight.shape) if need_w
@@ -361,11 +369,15 @@ _ATEN = {norm_stats: norm_stats_aten, dense_aggregate: dense_aggregate_aten,
          CHAIN_BACKWARD: chain_backward_aten}
 _KERNELS = ('device', 'aten')
 _CALLS = ('eager', 'dispatcher')
-_MODE = {'kernels': 'device', 'calls': 'eager'}  # set by use_implementation only
+_COMPILED = ('decomposed', 'operators')
+_LAUNCHES = ('direct', 'triton')
+# set by use_implementation only
+_MODE = {'kernels': 'device', 'calls': 'eager', 'compiled': 'decomposed', 'launches': 'direct'}
 
 
 @contextlib.contextmanager
-def use_implementation(kernels: str = 'device', calls: str = 'eager'):
+def use_implementation(kernels: str = 'device', calls: str = 'eager',
+                       compiled: str = 'decomposed', launches: str = 'direct'):
     """The one switch of the operators' implementation (A/B measurements, tests), as a context
     manager; the defaults are what runs without it.
 
@@ -376,14 +388,24 @@ def use_implementation(kernels: str = 'device', calls: str = 'eager'):
         calls (str): ``'eager'``: in plain eager mode the models call the kernel directly
             (see above); ``'dispatcher'``: always through the operators, as anything that records
             the call does.
+        compiled (str): what inductor does with the operators under ``torch.compile``, read
+            when a graph is compiled: ``'decomposed'``: compiles their decompositions (plain ATen
+            operators, backward included), fused with the neighbouring operations;
+            ``'operators'``: keeps each one node that calls the device kernel.
+        launches (str): how the Triton kernels are launched: ``'direct'``: a compiled variant
+            straight through its launcher (``mmdsnet.ops.triton_aggregate._Direct``);
+            ``'triton'``: always through Triton's ``JITFunction.run``.
 
     Not thread-local: it holds for every thread while it is active.
     """
-    if kernels not in _KERNELS or calls not in _CALLS:
-        raise ValueError(f'use_implementation: kernels must be one of {_KERNELS} and calls one '
-                         f'of {_CALLS}, got {kernels!r}, {calls!r}')
+    if (kernels not in _KERNELS or calls not in _CALLS or compiled not in _COMPILED
+            or launches not in _LAUNCHES):
+        raise ValueError(f'use_implementation: kernels must be one of {_KERNELS}, calls one of '
+                         f'{_CALLS}, compiled one of {_COMPILED} and launches one of '
+                         f'{_LAUNCHES}, got {kernels!r}, {calls!r}, {compiled!r}, '
+                         f'{launches!r}')
     old = dict(_MODE)
-    _MODE.update(kernels=kernels, calls=calls)
+    _MODE.update(kernels=kernels, calls=calls, compiled=compiled, launches=launches)
     try:
         yield
     finally:
@@ -391,9 +413,12 @@ def use_implementation(kernels: str = 'device', calls: str = 'eager'):
 
 
 def _plain_eager(t: Tensor) -> bool:
+    if torch.compiler.is_compiling():
+        # (read so that dynamo guards a compiled graph on it: a graph traced in the other mode
+        # is traced again, see _sync_inductor_table)
+        return _MODE['compiled'] is None
     return (_MODE['calls'] == 'eager' and type(t) in (Tensor, torch.nn.Parameter)
             and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()
             and not torch._C._len_torch_dispatch_stack()
             and not torch._C._is_torch_function_mode_enabled()
             and not torch._C._functorch.is_functorch_wrapped_tensor(t))
@@ -554,16 +579,21 @@ def source_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[
     return norm_stats(y, groups, eps, over_batch)
 
 
-# ------------------------------------------------------------------ for exporters (ONNX ...)
+# ------------------------------------------------ decompositions (exporters, inductor)
+# The operators' mathematics in plain functional ATen operators: what an exporter that must see
+# only standard operators (ONNX) writes, and what inductor compiles under torch.compile, where
+# it fuses them with their neighbours (the statistics reductions, the normalize-add-ReLU
+# pointwise chain) instead of calling an opaque kernel per node.
 def _dense_aggregate_decomposed(x, ys, means, rstds, weight, own_stats, relu=True, out_groups=0,
                                 out_eps=1e-5, out_over_batch=False):
     c = x.shape[1]
+    acc = stats_dtype(x.dtype)  # (summed in float32 as the kernels do: no bf16 rounding per term)
     w = None if weight is None else weight.reshape(len(ys), c)
-    out = x
+    out = x.to(acc)
     for i, (y, m, r) in enumerate(zip(ys, means, rstds)):
         a, b = _scale_shift(m, r, None if w is None else w[i], c)
-        out = out + y * _spatial(a, x).to(x.dtype) + _spatial(b, x).to(x.dtype)
-    out = torch.relu(out) if relu else out
+        out = out + y.to(acc) * _spatial(a.to(acc), x) + _spatial(b.to(acc), x)
+    out = (torch.relu(out) if relu else out).to(x.dtype)
     if not out_groups:
         return (out, *out_stats_like(out, 0, False))
     return (out, *_norm_stats_decomposed(out, out_groups, out_eps, out_over_batch))
@@ -579,9 +609,45 @@ def _norm_stats_decomposed(y, groups, eps, over_batch):
     return mean, torch.rsqrt(var + eps)
 
 
+def _dense_aggregate_backward_decomposed(grad, out, ys, means, rstds, weight, own_stats, need_ys,
+                                         need_weight, relu=True):
+    return _backward_aten(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weight,
+                          relu, None, decomposed=True)
+
+
 def export_decompositions() -> dict:
     """The operators' forward written with plain ATen operators, for exporters that must see only
     standard operators (ONNX): ``exported_program.run_decompositions(export_decompositions())``.
     Inference only; the same mathematics, checked against the operators by the tests."""
     return {torch.ops.mmdsnet.dense_aggregate.default: _dense_aggregate_decomposed,
             torch.ops.mmdsnet.norm_stats.default: _norm_stats_decomposed}
+
+
+_INDUCTOR = {}  # operator -> its decomposition for inductor (filled below)
+
+
+def _sync_inductor_table() -> None:
+    """Inductor's decomposition table holds the decompositions above (forward and backward)
+    under ``use_implementation(compiled='decomposed')`` and not under ``'operators'`` (inductor
+    then calls the operators, i.e. their device kernels, as opaque nodes). Called from the
+    operators' fake implementations, which dynamo runs while it traces, before any backend
+    compiles: the table follows the mode at tracing time, and a process that never compiles
+    does not import inductor's table (~0.8 s)."""
+    try:
+        from torch._inductor.decomposition import decompositions, select_decomp_table
+    except ImportError:  # (no inductor in this torch build: nothing to tell it)
+        return
+    if not _INDUCTOR:
+        _INDUCTOR.update({
+            torch.ops.mmdsnet.dense_aggregate.default: _dense_aggregate_decomposed,
+            torch.ops.mmdsnet.norm_stats.default: _norm_stats_decomposed,
+            torch.ops.mmdsnet.dense_aggregate_backward.default:
+            _dense_aggregate_backward_decomposed})
+    # inductor reads select_decomp_table(): once anything was compiled in this process, a
+    # cached copy of the module's table (it misses entries added later)
+    for table in (decompositions, select_decomp_table()):
+        for op, fn in _INDUCTOR.items():
+            if _MODE['compiled'] == 'decomposed':
+                table[op] = fn
+            else:
+                table.pop(op, None)

@@ -42,18 +42,19 @@ Launches (each a grid of ``(BLOCK_C, BLOCK_HW)`` tiles of one sample), for up to
   first tile row of each channel block also sums ``dL/dW``. With fixed statistics only and no
   ``dL/dW`` (BatchNorm in evaluation, no normalization) the reduce pass is skipped: one launch.
 
-Nothing but launches per call on the host: the sources are kernel arguments (flat pointer
-arguments ``y0 .. y7``, ``m0 .. m7``, ``r0 .. r7``, ``z0 .. z7`` with a ``tl.constexpr`` count
-``NUM``: one compiled variant per count; unused slots are None, which Triton makes compile-time
-constants, so they cost the launcher nothing), so there is no
-pointer table, no pinned memory and no host-to-device copy, and the calls can be captured in a
-CUDA graph. More than ``K`` sources (DSNet101 / 152), or sources whose statistics differ in
-layout (rows, groups) or kind (own / fixed), are split into runs of at most ``K`` alike sources,
+Nothing but launches per call on the host: the sources are kernel arguments (flat pointer arguments
+``y0 .. y7``, ``m0 .. m7``, ``r0 .. r7``, ``z0 .. z7`` with a ``tl.constexpr`` count ``NUM``: one
+compiled variant per count; unused slots are None, which Triton makes compile-time constants, so
+they cost the launcher nothing), so there is no pointer table, no pinned memory and no
+host-to-device copy, and the calls can be captured in a CUDA graph. After the first launch of a
+variant, a launch goes straight to the compiled variant's launcher (:class:`_Direct`), past
+``JITFunction.run``. More than ``K`` sources (DSNet101 / 152), or sources whose statistics differ
+in layout (rows, groups) or kind (own / fixed), are split into runs of at most ``K`` alike sources,
 one launch per run: the forward adds each run into ``out`` in turn (a bf16 / fp16 ``out`` then
 rounds between runs), the backward's later runs read ``g`` back from ``dL/dx``. The partial sums
 live in a workspace per device, stream and dtype (:func:`_workspace`) that grows to the largest
-call and is then reused: no allocation per call but the outputs. Retired (outgrown) workspaces
-are kept alive, since a captured CUDA graph may still point into them.
+call and is then reused: no allocation per call but the outputs. Retired (outgrown) workspaces are
+kept alive, since a captured CUDA graph may still point into them.
 
 Arithmetic is in float32 whatever the input dtype (float64 for float64 input); every block load
 and store is masked, so any ``H``, ``W``, ``C``, ``N >= 1`` and group size work; NCHW,
@@ -67,6 +68,7 @@ The kernels also run on CPU tensors under Triton's interpreter (``TRITON_INTERPR
 triton is imported): that is how tests/test_ops/test_triton_kernels.py checks them without a GPU.
 """
 import contextlib
+import functools
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -75,7 +77,7 @@ import triton.language as tl
 from torch import Tensor
 
 # the operator objects (the package's ``dense_aggregate`` name is the operator, not the module)
-from .operators import _ATEN, CHAIN_BACKWARD
+from .operators import _ATEN, _MODE, CHAIN_BACKWARD
 from .operators import dense_aggregate as _aggregate_op
 from .operators import dense_aggregate_backward as _backward_op
 from .operators import norm_stats as _stats_op
@@ -462,6 +464,73 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
                 tl.store(dw_ptr + (W0 + i) * C + c, dw, mask=cm)
 
 
+# ------------------------------------------------------------------------- direct launches
+class _Direct:
+    """Launches of one ``@triton.jit`` kernel past ``JITFunction.run`` (its binder, cache-key
+    string, option parsing: most of a launch's host time), once Triton has compiled the variant.
+
+    The cache maps what Triton specializes a variant on to the ``CompiledKernel`` that
+    ``JITFunction.run`` returned for it: the device, the constexpr arguments, and per positional
+    argument the tensor's dtype and 16-byte alignment, or the value itself (ints: Triton
+    specializes on ``== 1``, divisibility by 16 and the integer type; None: a constexpr; floats
+    and bools are not specialized, so their values only refine the key). A finer key never picks
+    a wrong variant (tests/test_ops/test_direct_launch.py checks it against Triton's own
+    specialization). A miss, a launch or pre-run hook (profilers), Triton's debug mode or
+    ``use_implementation(launches='triton')`` take ``JITFunction.run``. A hit calls the compiled
+    kernel's launcher with the arguments in the kernel's order, as ``JITFunction.run`` does:
+    no allocation, no copy, nothing but the launch."""
+    __slots__ = ('fn', 'order', 'cache')
+
+    def __init__(self, fn):
+        self.fn, self.cache = fn, {}
+        self.order = tuple(fn.arg_names)
+
+    def __getitem__(self, grid):
+        return functools.partial(self.launch, grid)
+
+    @staticmethod
+    def key(device, args, constexprs) -> tuple:
+        # (the classes too: 1, True and 1.0 are equal keys but not equal to Triton)
+        return (device, *constexprs.items(), *map(type, args),
+                *[(a.dtype, not a.data_ptr() & 15) if a.__class__ is Tensor else a for a in args])
+
+    def launch(self, grid, *args, **constexprs):
+        runtime = triton.knobs.runtime
+        if (_hooked(runtime.launch_enter_hook) or _hooked(runtime.launch_exit_hook)
+                or runtime.debug or self.fn.pre_run_hooks or _MODE['launches'] != 'direct'):
+            return self.fn[grid](*args, **constexprs)
+        driver = triton.runtime.driver.active
+        device = driver.get_current_device()
+        key = self.key(device, args, constexprs)
+        kernel = self.cache.get(key)
+        if kernel is None:  # Triton compiles (or finds) the variant and launches it
+            kernel = self.fn[grid](*args, **constexprs)
+            if self.order == self.order[:len(args)] + tuple(constexprs):  # (the launch order)
+                self.cache[key] = kernel
+            return kernel
+        kernel.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
+                   driver.get_current_stream(device), kernel.function, kernel.packed_metadata,
+                   None, None, None, *args, *constexprs.values())
+        return kernel
+
+
+def _hooked(hook) -> bool:
+    """Whether a launch hook is set: a callable, or Triton 3.x's ``HookChain`` with calls."""
+    return hook is not None and getattr(hook, 'calls', True) != []
+
+
+_DIRECT = {id(k): _Direct(k) for k in (_stats_kernel, _aggregate_kernel, _backward_reduce_kernel,
+                                       _backward_apply_kernel)
+           if isinstance(k, triton.runtime.JITFunction)}  # (not under the interpreter)
+
+
+def _launcher(kernel):
+    """``kernel``'s direct launcher where it is a compiled Triton kernel (not under the
+    interpreter), else ``kernel`` itself (also whatever a test put in its place)."""
+    direct = _DIRECT.get(id(kernel))
+    return direct if direct is not None and direct.fn is kernel else kernel
+
+
 # ---------------------------------------------------------------------------------- launchers
 def _aten(op):
     """The operator's own ATen implementation (what the kernels stand beside). Every hand-over
@@ -656,7 +725,7 @@ def norm_stats(y: Tensor, groups: int, eps: float, over_batch: bool) -> Tuple[Te
     p = _cdiv(hw, block_hw)
     args = _stats_args(y, groups, over_batch, block_c, block_hw)
     with _device(y):
-        _stats_kernel[(p, _cdiv(c, block_c), n)](
+        _launcher(_stats_kernel)[(p, _cdiv(c, block_c), n)](
             y, *args, n, c, hw, p, groups, eps, *strides, OVER_BATCH=bool(over_batch),
             ACC=_TL[stats_dtype(y.dtype)], BLOCK_C=block_c, BLOCK_HW=block_hw,
             BLOCK_R=_block_r(block_c))
@@ -692,7 +761,7 @@ def dense_aggregate(x: Tensor, ys: List[Tensor], means: List[Tensor], rstds: Lis
     with _device(x):
         for k, (a, b) in enumerate(runs):  # each later run adds into out
             last = k == len(runs) - 1
-            _aggregate_kernel[grid](
+            _launcher(_aggregate_kernel)[grid](
                 prev, out, x if src.weight is None else src.weight, *src.slots(a, b),
                 *(stats if last else [None] * 4), src.c, src.hw, a, *src.layout[a], src.n, p,
                 out_groups, out_eps, *prev_strides, *src.y_strides, *out_strides, NUM=b - a,
@@ -769,7 +838,7 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
     with _device(out):
         if reduce:  # every source (a chain without dL/dW: its last one alone)
             for a, b in (_runs(src.layout) if need_w or not chain else [(last, s)]):
-                _backward_reduce_kernel[grid](
+                _launcher(_backward_reduce_kernel)[grid](
                     grad, out, dx, part, w, hs[last] if final_h else None, *src.slots(a, b),
                     n, c, hw, p, 1 + a, *src.layout[a], a, fin, *maps, NUM=b - a,
                     SUM_G=any(own) and not final_h and not g_ready, G_FROM_DX=g_ready,
@@ -790,7 +859,7 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
         for a, b in runs:  # (0, 0): nothing but dL/dx is needed
             tail = chain and b == s  # this run ends with the chain's finalized source
             z_strides = _flat(z_args[a]) if z_args else dx_strides
-            _backward_apply_kernel[grid](
+            _launcher(_backward_apply_kernel)[grid](
                 grad, out, dx, part, w, dw if need_w else part, *src.slots(max(a, 0), max(b, 1)),
                 *_slots(z_args, a, max(b, a + 1)), n, c, hw, p, a, 1 + a, *src.layout[a], fin,
                 *maps, *z_strides, NUM=b - a, OWN=own[b - 1] if b > a else False,

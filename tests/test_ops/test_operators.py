@@ -188,6 +188,40 @@ def test_anything_that_records_the_call_sees_the_operator():
     assert 'mmdsnet::dense_aggregate' in str(traced.graph)
 
 
+@pytest.mark.parametrize('relu', [True, False])
+def test_decompositions_equal_the_aten_implementation(relu):
+    """What inductor compiles under torch.compile (and ONNX export reads, forward only): the
+    decompositions of the forward (with the output's statistics, GN and over the batch), of
+    norm_stats and of the backward give the ATen implementation's numbers (float64), for
+    sources with their own, batch and fixed statistics; the bf16 forward sums in float32 as the
+    kernels do."""
+    from mmdsnet.ops import operators as ops
+    x, ys, means, rstds, weight, own = _aggregation_inputs(requires_grad=False)
+    means[1], rstds[1] = norm_stats(ys[1], 8, 1e-5, True)  # BatchNorm's batch statistics
+    exact = dict(rtol=1e-12, atol=1e-12)
+    for out_stats in ((0, 1e-5, False), (4, 1e-5, False), (8, 1e-3, True)):
+        aten = ops.dense_aggregate_aten(x, ys, means, rstds, weight, own, relu, *out_stats)
+        dec = ops._dense_aggregate_decomposed(x, ys, means, rstds, weight, own, relu, *out_stats)
+        for a, b in zip(aten, dec):
+            torch.testing.assert_close(b, a, **exact)
+        if out_stats[0]:
+            torch.testing.assert_close(ops._norm_stats_decomposed(x, *out_stats),
+                                       ops.norm_stats_aten(x, *out_stats), **exact)
+    out = aten[0]
+    grad = torch.randn_like(x)
+    for need_ys, need_weight in (([True] * 3, True), ([False, True, False], False)):
+        args = (grad, out, ys, means, rstds, weight, own, need_ys, need_weight, relu)
+        aten = ops.dense_aggregate_backward_aten(*args)
+        dec = ops._dense_aggregate_backward_decomposed(*args)
+        for a, b in zip([aten[0], *aten[1], aten[2]], [dec[0], *dec[1], dec[2]]):
+            torch.testing.assert_close(b, a, **exact)
+    bf16 = [t.to(torch.bfloat16) for t in (x, *ys)]
+    aten = ops.dense_aggregate_aten(bf16[0], bf16[1:], means, rstds, weight, own, relu)[0]
+    dec = ops._dense_aggregate_decomposed(bf16[0], bf16[1:], means, rstds, weight, own, relu)[0]
+    assert dec.dtype == torch.bfloat16
+    torch.testing.assert_close(dec.float(), aten.float(), rtol=0.008, atol=1e-2)
+
+
 def test_kernel_for_follows_the_dispatcher():
     """The kernel an eager call runs is the one the operator would dispatch to: the device's
     registered kernel (Triton for CUDA, where triton imports), else ATen; under
@@ -224,9 +258,12 @@ def test_use_implementation_dispatcher_calls_the_operator():
     torch.testing.assert_close(dispatched, eager, rtol=0, atol=0)
     with pytest.raises(RuntimeError, match='inside'):
         with use_implementation(kernels='aten', calls='dispatcher'):
-            assert _MODE == dict(kernels='aten', calls='dispatcher')
+            assert _MODE == dict(kernels='aten', calls='dispatcher', compiled='decomposed',
+                                 launches='direct')
             raise RuntimeError('inside')
-    assert _MODE == dict(kernels='device', calls='eager')
-    with pytest.raises(ValueError, match='kernels must be one of'):
-        with use_implementation(kernels='triton'):
-            pass
+    assert _MODE == dict(kernels='device', calls='eager', compiled='decomposed',
+                         launches='direct')
+    for bad in (dict(kernels='triton'), dict(compiled='triton_op'), dict(launches='cuda')):
+        with pytest.raises(ValueError, match='kernels must be one of'):
+            with use_implementation(**bad):
+                pass

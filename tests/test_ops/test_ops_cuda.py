@@ -147,6 +147,24 @@ def test_launch_budget_of_a_training_step():
     assert len(launches) <= 44, launches
 
 
+@pytest.mark.parametrize('cls_name', ['DSNet', 'DS2Net'])
+def test_direct_launches_equal_triton_run(cls_name):
+    """Direct launches (the compiled variants cached by ``_Direct``) give the gradients of
+    launches through Triton's ``JITFunction.run``, bit for bit (the same variants), and the
+    cache holds what the steps launched."""
+    from mmdsnet.ops import use_implementation
+    ta = _ta()
+    grads = []
+    for launches in ('triton', 'direct', 'direct'):
+        model, x = _dsnet50(cls_name)
+        with use_implementation(launches=launches):
+            model(x)[-1].sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(grads[0], grads[2]):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    assert all(d.cache for d in ta._DIRECT.values() if d.fn is not ta._stats_kernel)
+
+
 def test_many_sources_in_runs():
     """35 sources (DSNet152), in runs of K, forward and backward."""
     ta = _ta()

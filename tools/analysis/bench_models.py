@@ -83,8 +83,9 @@ def parse_spec(spec: str) -> Tuple[str, dict, str]:
     """``'NAME[:key=value,...][@impl]'`` -> ``(NAME, {key: value}, impl)``."""
     rest, _, impl = spec.partition('@')
     name, _, options = rest.partition(':')
-    if impl not in ('', 'aten', 'dispatch'):
-        raise SystemExit(f'unknown implementation {impl!r} in {spec!r}: only @aten and @dispatch')
+    if impl not in ('', 'aten', 'dispatch', 'opaque', 'triton-launch'):
+        raise SystemExit(f'unknown implementation {impl!r} in {spec!r}: only @aten, @dispatch, '
+                         f'@opaque and @triton-launch')
     try:
         call = ast.parse(f'dict({options})', mode='eval').body
         kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}

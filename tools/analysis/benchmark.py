@@ -26,7 +26,10 @@ Models (tools/analysis/bench_models.py): the names in ``ZOO`` or a config file (
 model's own ``aggregation_impl`` (``DSNet50:aggregation_impl='reference'``: norm modules and a
 weighted sum instead of the custom operators). One suffix picks what runs behind the operators:
 ``@aten`` their ATen implementation where a device kernel (Triton, on CUDA) is registered;
-``@dispatch`` the dispatcher instead of the eager calls (docs/design.md). ``--ratio-to SPEC``
+``@dispatch`` the dispatcher instead of the eager calls (docs/design.md); ``@opaque``, under
+``--compile``, the operators as opaque nodes calling their device kernels instead of inductor
+compiling their decompositions; ``@triton-launch`` the Triton kernels through Triton's
+``JITFunction.run`` instead of the direct launches. ``--ratio-to SPEC``
 takes the per-round ratios to that model instead of the fastest stock baseline: an A/B of two
 set-ups in one process. The stock baselines (:data:`STOCK`,
 or those of ``--stock``) are added unless ``--no-stock``. Other settings: ``--amp bf16|fp16``
@@ -95,6 +98,24 @@ def dispatched_operators():
         yield
 
 
+@contextlib.contextmanager
+def opaque_operators():
+    """Under ``--compile``, inductor keeps each dense-aggregation operator one node that calls its
+    device kernel, instead of compiling (and fusing) its decomposition."""
+    from mmdsnet.ops import use_implementation
+    with use_implementation(compiled='operators'):
+        yield
+
+
+@contextlib.contextmanager
+def triton_launches():
+    """The Triton kernels launched through Triton's ``JITFunction.run`` every time, instead of
+    the direct launches of their compiled variants."""
+    from mmdsnet.ops import use_implementation
+    with use_implementation(launches='triton'):
+        yield
+
+
 class Runner:
     """One model's training step and inference step on fixed random data."""
 
@@ -103,7 +124,8 @@ class Runner:
         self.spec = spec
         self.device = device
         name, options, impl = parse_spec(spec)
-        self.ops = {'aten': aten_operators, 'dispatch': dispatched_operators}.get(
+        self.ops = {'aten': aten_operators, 'dispatch': dispatched_operators,
+                    'opaque': opaque_operators, 'triton-launch': triton_launches}.get(
             impl, contextlib.nullcontext)
         self.model = build(name, args.out_indices, args.backbone_only, options).to(device)
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format

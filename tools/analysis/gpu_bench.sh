@@ -16,12 +16,15 @@
 #   process (the best of mmpretrain's and torchvision's; mmdet's needs mmcv's compiled ops):
 #   a) fp32 (TF32 convolutions, PyTorch's default), batch 32, 224x224: training time, peak memory,
 #      inference images/s; DSNet50 also with the operators' ATen implementation (@aten, i.e.
-#      mmdsnet.ops.use_implementation(kernels='aten')) and in the reference form
-#      (DSNet50:aggregation_impl='reference', also in d);
+#      mmdsnet.ops.use_implementation(kernels='aten')), with every Triton launch through
+#      Triton's JITFunction.run instead of the direct launches (@triton-launch) and in the
+#      reference form (DSNet50:aggregation_impl='reference', also in d);
 #   e) fp32, batch 128 (the GPU bounds the step): training time;
 #   b) bf16 autocast + channels_last, batch 64: training time and memory;
 #   d) detection regime: backbone only, out_indices (0, 1, 2, 3), batch 2 at 800x1216, fwd + bwd;
-#   c) torch.compile of torchvision's ResNet50 with DSNet50, then with DS2Net50, fp32, batch 32;
+#   c) torch.compile of torchvision's ResNet50 with DSNet50 (inductor compiling the operators'
+#      decompositions, the default, and with the operators opaque: @opaque), then with
+#      DS2Net50, fp32, batch 32;
 #   and a summary against the targets of docs/performance.md; everything lands in OUT_DIR/gpu_bench.log and
 #   OUT_DIR/results.json. Sections run under one deadline (DEADLINE_S, default 470 s from the
 #   start, install included); each has a time reserved for the ones after it, and one that fails
@@ -71,7 +74,7 @@ timeout "$(left 300)" $PY -m pytest tests/test_ops/test_ops_cuda.py -m cuda -q -
     2>&1 | tail -n 40 | tee "$OUT/equivalence.txt"
 
 REF="DSNet50:aggregation_impl='reference'"  # the reference form: never faster than the default?
-MODELS_A=(ResNet50 DSNet50 DS2Net50 DSNet50@aten "$REF")
+MODELS_A=(ResNet50 DSNet50 DS2Net50 DSNet50@aten DSNet50@triton-launch "$REF")
 MODELS_B=(DSNet50 DS2Net50)
 run() {  # name, timeout, benchmark arguments...
   local name=$1 limit=$2; shift 2
@@ -86,7 +89,7 @@ run b_bf16_channels_last "$(left 150)" "${B[@]}" --amp bf16 --channels-last \
     --models "${MODELS_B[@]}"
 run d_detection "$(left 110)" "${D[@]}" --backbone-only --out-indices 0 1 2 3 \
     --models "${MODELS_B[@]}" "$REF"
-run c_compile_dsnet "$(left 55)" "${C[@]}" --models DSNet50
+run c_compile_dsnet "$(left 55)" "${C[@]}" --models DSNet50 DSNet50@opaque
 run c_compile_ds2net "$(left 3)" "${C[@]}" --models DS2Net50
 
 echo "== summary: ratios to the best stock ResNet50 of each run (time: median of per-round"
