@@ -378,7 +378,7 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
                            FINAL_H: tl.constexpr,
                            G_FROM_DX: tl.constexpr, RELU: tl.constexpr, ACC: tl.constexpr,
                            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
-                           BLOCK_R: tl.constexpr):
+                           BLOCK_R: tl.constexpr, SLOTS: tl.constexpr):
     """Last backward pass, one tile: ``g`` (:func:`_load_g`) and for source ``i`` of the ``NUM``
     (slots and statistics as in :func:`_aggregate_kernel`; ``w`` row and ``part`` row ``W0 + i``
     and ``PART0 + i``):
@@ -402,9 +402,10 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
     y_off = n * syn + c[:, None] * syc + hw[None, :] * syh
     z_off = n * szn + c[:, None] * szc + hw[None, :] * szh
     s = n * RS + c // CPG
-    # the statistics' groups met by this tile's channels, one slot each
+    # the statistics' groups met by this tile's channels, one slot each (SLOTS: at least as
+    # many as a tile meets, :func:`_slot_count`; the merging loops' work is per slot)
     c0 = tl.program_id(1) * BLOCK_C
-    slots = tl.arange(0, BLOCK_C)
+    slots = tl.arange(0, SLOTS)
     grp = c0 // CPG + slots
     valid = grp * CPG < tl.minimum(c0 + BLOCK_C, C)
     slot_of_c = c // CPG - c0 // CPG
@@ -569,6 +570,13 @@ def _blocks(c: int, hw: int, strides: Tuple[int, int, int]) -> Tuple[int, int]:
         return block_c, min(_pow2(hw), max(1, MAX_TILE // block_c))
     block_hw = min(_pow2(hw), MAX_BLOCK_HW, MAX_TILE)
     return min(_pow2(c), max(1, MAX_TILE // block_hw)), block_hw
+
+
+def _slot_count(block_c: int, cpg: int) -> int:
+    """Slots for the statistics a tile of ``block_c`` channels (starting at a multiple of
+    ``block_c``) meets, groups of ``cpg`` channels: a power of two >= their count."""
+    aligned = cpg % block_c == 0 or block_c % cpg == 0
+    return _pow2(min(block_c, (block_c - 1) // cpg + (1 if aligned else 2)))
 
 
 def _block_r(block_c: int) -> int:
@@ -867,7 +875,7 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
                 HAS_W=src.weight is not None, ACCUM=chain and a < last and bool(need_ys[a]),
                 ADD=chain and a < last and hs[a] is not None, LAST=int(tail),
                 FINAL_H=final_h and tail, G_FROM_DX=g_ready, BLOCK_R=_block_r(block_c),
-                **common)
+                SLOTS=_slot_count(block_c, src.layout[a][1]), **common)
             g_ready = True
     dweight = dw.to(weight.dtype).reshape(weight.shape) if need_w else out.new_empty(0)
     return dx, dys, dweight
