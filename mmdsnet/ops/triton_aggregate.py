@@ -498,7 +498,8 @@ class _Direct:
     def launch(self, grid, *args, **constexprs):
         runtime = triton.knobs.runtime
         if (_hooked(runtime.launch_enter_hook) or _hooked(runtime.launch_exit_hook)
-                or runtime.debug or self.fn.pre_run_hooks or _MODE['launches'] != 'direct'):
+                or runtime.debug or getattr(self.fn, 'pre_run_hooks', None)
+                or _MODE['launches'] != 'direct'):
             return self.fn[grid](*args, **constexprs)
         driver = triton.runtime.driver.active
         device = driver.get_current_device()
@@ -520,9 +521,23 @@ def _hooked(hook) -> bool:
     return hook is not None and getattr(hook, 'calls', True) != []
 
 
+def _launch_convention_known() -> bool:
+    """Whether this Triton launches a compiled kernel as :meth:`_Direct.launch` does: every
+    bound argument, constexprs included (Triton >= 3.3; earlier versions pass the others only),
+    with the runtime knobs it reads. Elsewhere every launch takes ``JITFunction.run``."""
+    import inspect
+    try:
+        source = inspect.getsource(triton.runtime.jit.JITFunction.run)
+    except (OSError, TypeError, AttributeError):
+        return False
+    return '*bound_args.values())' in source and hasattr(getattr(triton, 'knobs', None),
+                                                          'runtime')
+
+
 _DIRECT = {id(k): _Direct(k) for k in (_stats_kernel, _aggregate_kernel, _backward_reduce_kernel,
                                        _backward_apply_kernel)
-           if isinstance(k, triton.runtime.JITFunction)}  # (not under the interpreter)
+           # (not under the interpreter, nor with a launch convention not known here)
+           if isinstance(k, triton.runtime.JITFunction) and _launch_convention_known()}
 
 
 def _launcher(kernel):

@@ -162,8 +162,10 @@ def test_hooks_debug_and_the_switch_take_triton_run(fake_driver):
 
 
 def test_every_kernel_has_a_direct_launcher():
-    """The four kernels are launched through :class:`_Direct` (outside the interpreter), and
-    anything else (a test's stand-in, an interpreted kernel) is launched as it is."""
+    """The four kernels are launched through :class:`_Direct` (outside the interpreter, with
+    this Triton's launch convention), and anything else (a test's stand-in, an interpreted
+    kernel) is launched as it is."""
+    assert ta._launch_convention_known(), triton.__version__
     for name in ('_stats_kernel', '_aggregate_kernel', '_backward_reduce_kernel',
                  '_backward_apply_kernel'):
         kernel = getattr(ta, name)
