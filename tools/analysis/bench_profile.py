@@ -19,13 +19,16 @@ def torch_profile(runner, device, rows: int, trace: Optional[str] = None) -> str
             torch.cuda.synchronize(device)
     if trace:
         prof.export_chrome_trace(trace)
-    head = ''
+    head = tail = ''
     if device.type == 'cuda':
         kernels = [e for e in prof.events() if e.device_type.name == 'CUDA']
         busy = sum(e.device_time for e in kernels) / 1e3
         head = f'one step: {len(kernels)} GPU kernels, GPU busy {busy:.1f} ms\n'
+        # (where the GPU's own time goes: what bounds a step that the GPU bounds)
+        tail = '\nby self GPU time:\n' + prof.key_averages().table(
+            sort_by='self_device_time_total', row_limit=rows, max_name_column_width=48)
     return head + prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=rows,
-                                            max_name_column_width=48)
+                                            max_name_column_width=48) + tail
 
 
 def python_profile(runner, device, steps: int, rows: int) -> str:

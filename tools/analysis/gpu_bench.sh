@@ -21,7 +21,8 @@
 #      reference form (DSNet50:aggregation_impl='reference', also in d);
 #   e) fp32, batch 128 (the GPU bounds the step): training time;
 #   b) bf16 autocast + channels_last, batch 64: training time and memory;
-#   d) detection regime: backbone only, out_indices (0, 1, 2, 3), batch 2 at 800x1216, fwd + bwd;
+#   d) detection regime: backbone only, out_indices (0, 1, 2, 3), batch 2 at 800x1216, fwd + bwd,
+#      and a torch.profiler table of one step per model (by CPU and by GPU time);
 #   c) torch.compile of torchvision's ResNet50 with DSNet50, then with DS2Net50 (inductor
 #      compiling the operators' decompositions, the default), then with DSNet50 with the
 #      operators opaque (@opaque: which is faster), fp32, batch 32;
@@ -88,7 +89,7 @@ run e_fp32_b128 "$(left 230)" "${E[@]}" --models "${MODELS_B[@]}"
 run b_bf16_channels_last "$(left 190)" "${B[@]}" --amp bf16 --channels-last \
     --models "${MODELS_B[@]}"
 run d_detection "$(left 160)" "${D[@]}" --backbone-only --out-indices 0 1 2 3 \
-    --models "${MODELS_B[@]}" "$REF"
+    --models "${MODELS_B[@]}" "$REF" --profile --profile-rows 12
 run c_compile_dsnet "$(left 110)" "${C[@]}" --models DSNet50
 run c_compile_ds2net "$(left 55)" "${C[@]}" --models DS2Net50
 run c_compile_opaque "$(left 3)" "${C[@]}" --models DSNet50@opaque
