@@ -36,10 +36,11 @@ Launches (each a grid of ``(BLOCK_C, BLOCK_HW)`` tiles of one sample), for up to
 * ``dense_aggregate_backward``: at most TWO launches, the minimum when the statistics are the
   sources' own (the group sums must be complete before any ``dL/dy_i``):
   :func:`_backward_reduce_kernel` reads ``grad``, ``out`` and the ``y_i``, writes ``dL/dx = g``
-  and per tile row ``sum g`` and ``sum g * y_hat_i``; :func:`_backward_apply_kernel` reads ``g``
-  and the ``y_i`` again, reduces the partials of its own statistics to ``E[w_i g]`` and ``E[w_i
-  g y_hat_i]`` (a few hundred numbers per tile, from L2) and writes every ``dL/dy_i``; its
-  first tile row of each channel block also sums ``dL/dW``. With fixed statistics only and no
+  and per tile row ``sum g`` and ``sum g * y_hat_i``, and its last program per sample (or
+  channel block) merges them into the group sums ``E[w_i g]`` and ``E[w_i g y_hat_i]`` (as
+  ``norm_stats`` merges its partials); :func:`_backward_apply_kernel` reads ``g`` and the
+  ``y_i`` again, two numbers per statistic, and writes every ``dL/dy_i``; its first tile row
+  of each channel block also sums ``dL/dW``. With fixed statistics only and no
   ``dL/dW`` (BatchNorm in evaluation, no normalization) the reduce pass is skipped: one launch.
 
 Nothing but launches per call on the host: the sources are kernel arguments (flat pointer arguments
@@ -296,24 +297,35 @@ def _load_g(grad_ptr, out_ptr, dx_ptr, n, c, hw, mask, sgn, sgc, sgh, son, soc, 
     return g
 
 
-@triton.jit(do_not_specialize=['N', 'P', 'PART0', 'RS', 'W0', 'FIN'])
-def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, h_ptr,
+@triton.jit(do_not_specialize=['N', 'P', 'PART0', 'RS', 'W0', 'FIN', 'GS'])
+def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, h_ptr, count_ptr,
                             y0, y1, y2, y3, y4, y5, y6, y7,
                             m0, m1, m2, m3, m4, m5, m6, m7,
                             r0, r1, r2, r3, r4, r5, r6, r7,
-                            N, C, HW, P, PART0, RS, CPG, W0, FIN,
+                            N, C, HW, P, PART0, RS, CPG, W0, FIN, GS,
                             sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
                             NUM: tl.constexpr, SUM_G: tl.constexpr, G_FROM_DX: tl.constexpr,
-                            FINAL_H: tl.constexpr, HAS_W: tl.constexpr,
+                            FINAL_H: tl.constexpr, HAS_W: tl.constexpr, MERGE: tl.constexpr,
+                            PER_SAMPLE: tl.constexpr, BLOCKWISE: tl.constexpr,
                             RELU: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
-                            BLOCK_HW: tl.constexpr):
+                            BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr):
     """First backward pass, tile ``p`` of sample ``n``: ``g`` (:func:`_load_g`); per channel
     ``sum_hw g`` (``part[0]``, if ``SUM_G``) and, for source ``i`` of the ``NUM`` (slots and
     statistics as in :func:`_aggregate_kernel`), ``sum_hw g * (y_i - mean_i) * rstd_i`` at
     ``part[PART0 + i]``; ``part`` is ``(rows, N, C, P)``. ``FINAL_H`` (a chain's last source,
     the last slot): its whole shortcut gradient is ``h = h_sum + w g`` (``h_sum`` at ``h_ptr``,
     in the sources' layout): ``sum_hw h`` and ``sum_hw h * y_hat`` at ``part[FIN]`` and
-    ``part[FIN + 1]``."""
+    ``part[FIN + 1]``.
+
+    ``MERGE`` (a bit per slot: the sources with their own statistics): the partials of those
+    sources are then merged into their group sums once, by the last program of each unit (one
+    sample if ``PER_SAMPLE``, else the whole batch; one channel block if ``BLOCKWISE``, i.e. its
+    groups lie in it, else every block): ``sum w_i * sum_hw g`` and ``sum w_i * sum_hw g *
+    y_hat_i`` per statistic, in the statistics' layout (``s = n * RS + c // CPG``), at ``part +
+    GS`` rows ``2 j`` and ``2 j + 1`` (``j``: the source's index, ``FIN - 1`` for ``FINAL_H``'s
+    unweighted sums). The apply pass reads two numbers per statistic instead of reducing the
+    partials in every program. Election as in :func:`_tile_stats` (the order of every sum is
+    fixed)."""
     p, n, c, hw, cm, mask = _tile(C, HW, BLOCK_C, BLOCK_HW)
     g = _load_g(grad_ptr, out_ptr, dx_ptr, n, c, hw, mask, sgn, sgc, sgh, son, soc, soh, sdn,
                 sdc, sdh, G_FROM_DX, RELU).to(ACC)
@@ -337,6 +349,51 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, h_ptr,
                 h += g
             tl.store(part_ptr + FIN * N * C * P + dst, tl.sum(h, 1), mask=cm)
             tl.store(part_ptr + (FIN + 1) * N * C * P + dst, tl.sum(h * y_hat, 1), mask=cm)
+    if MERGE:
+        tl.debug_barrier()  # every thread's partials are stored before the count (release)
+        units = tl.num_programs(1) if BLOCKWISE else 1
+        idx = (n if PER_SAMPLE else 0) * units + (tl.program_id(1) if BLOCKWISE else 0)
+        expected = tl.num_programs(0) * (1 if BLOCKWISE else tl.num_programs(1)) * (
+            1 if PER_SAMPLE else N)
+        done = tl.atomic_add(count_ptr + idx, 1, sem='acq_rel')
+        if done == expected - 1:  # the last program of this unit
+            tl.atomic_xchg(count_ptr + idx, 0, sem='relaxed')
+            n0 = n if PER_SAMPLE else 0
+            rows = 1 if PER_SAMPLE else N
+            if BLOCKWISE:  # this block's groups
+                c0 = tl.program_id(1) * BLOCK_C
+                grp = c0 // CPG + tl.arange(0, BLOCK_C)
+                _merge_group_sums(part_ptr, w_ptr, grp, grp * CPG < tl.minimum(c0 + BLOCK_C, C),
+                                  n0, rows, N, C, P, PART0, CPG, W0, FIN, GS, NUM, FINAL_H,
+                                  HAS_W, MERGE, ACC, BLOCK_R)
+            else:  # every group, BLOCK_C at a time
+                G = C // CPG
+                for g0 in range(0, G, BLOCK_C):
+                    grp = g0 + tl.arange(0, BLOCK_C)
+                    _merge_group_sums(part_ptr, w_ptr, grp, grp < G, n0, rows, N, C, P, PART0,
+                                      CPG, W0, FIN, GS, NUM, FINAL_H, HAS_W, MERGE, ACC,
+                                      BLOCK_R)
+
+
+@triton.jit
+def _merge_group_sums(part_ptr, w_ptr, grp, valid, n0, rows, N, C, P, PART0, CPG, W0, FIN, GS,
+                      NUM: tl.constexpr, FINAL_H: tl.constexpr, HAS_W: tl.constexpr,
+                      MERGE: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr):
+    """The group sums of the sources in ``MERGE``, for statistics ``grp`` (``valid``) of
+    samples ``n0 .. n0 + rows - 1``, stored at ``part + GS`` (see the reduce kernel)."""
+    dst = part_ptr + GS + n0 * (C // CPG) + grp
+    for i in tl.static_range(NUM):
+        if (MERGE >> i) & 1:
+            if FINAL_H and i == NUM - 1:  # (the whole sum's, already weighted)
+                a, b = _group_sums(part_ptr, w_ptr, FIN, FIN + 1, W0 + i, grp, valid, n0, rows,
+                                   CPG, N, C, P, False, ACC, BLOCK_R)
+                j = FIN - 1
+            else:
+                a, b = _group_sums(part_ptr, w_ptr, 0, PART0 + i, W0 + i, grp, valid, n0, rows,
+                                   CPG, N, C, P, HAS_W, ACC, BLOCK_R)
+                j = W0 + i
+            tl.store(dst + 2 * j * N * C, a, mask=valid)
+            tl.store(dst + (2 * j + 1) * N * C, b, mask=valid)
 
 
 @triton.jit
@@ -364,13 +421,13 @@ def _group_sums(part_ptr, w_ptr, row_a, row, w_row, grp, valid, n0, rows, cpg, N
     return sum_h, sum_hy
 
 
-@triton.jit(do_not_specialize=['N', 'P', 'W0', 'PART0', 'RS', 'FIN'])
+@triton.jit(do_not_specialize=['N', 'P', 'W0', 'PART0', 'RS', 'FIN', 'GS'])
 def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
                            y0, y1, y2, y3, y4, y5, y6, y7,
                            m0, m1, m2, m3, m4, m5, m6, m7,
                            r0, r1, r2, r3, r4, r5, r6, r7,
                            z0, z1, z2, z3, z4, z5, z6, z7,
-                           N, C, HW, P, W0, PART0, RS, CPG, FIN,
+                           N, C, HW, P, W0, PART0, RS, CPG, FIN, GS,
                            sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
                            szn, szc, szh, NUM: tl.constexpr, OWN: tl.constexpr,
                            NEED_Y: tl.constexpr, NEED_W: tl.constexpr, HAS_W: tl.constexpr,
@@ -378,16 +435,16 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
                            FINAL_H: tl.constexpr,
                            G_FROM_DX: tl.constexpr, RELU: tl.constexpr, ACC: tl.constexpr,
                            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
-                           BLOCK_R: tl.constexpr, SLOTS: tl.constexpr):
+                           BLOCK_R: tl.constexpr):
     """Last backward pass, one tile: ``g`` (:func:`_load_g`) and for source ``i`` of the ``NUM``
     (slots and statistics as in :func:`_aggregate_kernel`; ``w`` row and ``part`` row ``W0 + i``
     and ``PART0 + i``):
 
     * ``NEED_Y``: ``dL/dy_i = rstd_i * (w_i g - E[w_i g] - y_hat_i E[w_i g y_hat_i])`` into slot
-      ``z_i``. With ``OWN`` statistics the two expectations are reduced here from the reduce
-      pass's partials, per group of the tile's channels (:func:`_group_sums`: the group's
-      ``C / G`` channels and every tile, of this sample, or of the batch when ``RS == 0``);
-      fixed statistics have none.
+      ``z_i``. With ``OWN`` statistics the two expectations are the group sums the reduce
+      pass merged (``part + GS``, two numbers per statistic: the group's ``C / G`` channels
+      and every tile, of this sample, or of the batch when ``RS == 0``); fixed statistics have
+      none.
     * ``NEED_W``: the first tile row of each channel block (``p == 0``, ``n == 0``) sums
       ``dL/dw_i[c] = sum_{n, p} part[PART0 + i, n, c, p]`` into ``dw[W0 + i]``.
 
@@ -402,16 +459,7 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
     y_off = n * syn + c[:, None] * syc + hw[None, :] * syh
     z_off = n * szn + c[:, None] * szc + hw[None, :] * szh
     s = n * RS + c // CPG
-    # the statistics' groups met by this tile's channels, one slot each (SLOTS: at least as
-    # many as a tile meets, :func:`_slot_count`; the merging loops' work is per slot)
-    c0 = tl.program_id(1) * BLOCK_C
-    slots = tl.arange(0, SLOTS)
-    grp = c0 // CPG + slots
-    valid = grp * CPG < tl.minimum(c0 + BLOCK_C, C)
-    slot_of_c = c // CPG - c0 // CPG
-    batch = RS == 0
-    n0 = tl.where(batch, 0, n)
-    rows = tl.where(batch, N, 1)
+    rows = tl.where(RS == 0, N, 1)
     count = (rows * CPG * HW).to(ACC)
     first_row = (p == 0) & (n == 0)
     for i in tl.static_range(NUM):
@@ -437,16 +485,11 @@ def _backward_apply_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, dw_ptr,
             if FINAL_H:
                 h += tl.load(_pick(i, z0, z1, z2, z3, z4, z5, z6, z7) + z_off, mask=mask,
                              other=0.).to(ACC)
-            if OWN and FINAL_H:  # (the whole sum's expectations, already weighted)
-                sum_h, sum_hy = _group_sums(part_ptr, w_ptr, FIN, FIN + 1, W0 + i, grp, valid,
-                                            n0, rows, CPG, N, C, P, False, ACC, BLOCK_R)
-            elif OWN:
-                sum_h, sum_hy = _group_sums(part_ptr, w_ptr, 0, PART0 + i, W0 + i, grp, valid,
-                                            n0, rows, CPG, N, C, P, HAS_W, ACC, BLOCK_R)
-            if OWN:
-                pick = slot_of_c[:, None] == slots[None, :]
-                e_h = tl.sum(tl.where(pick, sum_h[None, :], 0.), 1) / count
-                e_hy = tl.sum(tl.where(pick, sum_hy[None, :], 0.), 1) / count
+            if OWN:  # (the whole sum's with FINAL_H)
+                j = FIN - 1 if FINAL_H else W0 + i
+                e_h = tl.load(part_ptr + GS + 2 * j * N * C + s, mask=cm, other=0.) / count
+                e_hy = tl.load(part_ptr + GS + (2 * j + 1) * N * C + s, mask=cm,
+                               other=0.) / count
                 y_hat = (y - mean[:, None]) * rstd[:, None]
                 h = h - e_h[:, None] - y_hat * e_hy[:, None]
             dy = rstd[:, None] * h
@@ -585,13 +628,6 @@ def _blocks(c: int, hw: int, strides: Tuple[int, int, int]) -> Tuple[int, int]:
         return block_c, min(_pow2(hw), max(1, MAX_TILE // block_c))
     block_hw = min(_pow2(hw), MAX_BLOCK_HW, MAX_TILE)
     return min(_pow2(c), max(1, MAX_TILE // block_hw)), block_hw
-
-
-def _slot_count(block_c: int, cpg: int) -> int:
-    """Slots for the statistics a tile of ``block_c`` channels (starting at a multiple of
-    ``block_c``) meets, groups of ``cpg`` channels: a power of two >= their count."""
-    aligned = cpg % block_c == 0 or block_c % cpg == 0
-    return _pow2(min(block_c, (block_c - 1) // cpg + (1 if aligned else 2)))
 
 
 def _block_r(block_c: int) -> int:
@@ -853,19 +889,27 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
     grid = (p, _cdiv(c, block_c), n)
     w = out if src.weight is None else src.weight
     fin = 1 + s
-    part = (_workspace(out.device, acc, (fin + 2 * final_h) * n * c * p) if reduce
+    gs = (fin + 2 * final_h) * n * c * p  # (the merged group sums: 2 rows per source + 2)
+    part = (_workspace(out.device, acc, gs + 2 * fin * n * c) if reduce
             else out)  # (a placeholder: not read)
+    cblocks = _cdiv(c, block_c)
+    counters = _counters(out.device, n * cblocks) if any(own) else None
     maps = (*g_strides, *o_strides, *dx_strides, *src.y_strides)
     common = dict(RELU=bool(relu), ACC=_TL[acc], BLOCK_C=block_c, BLOCK_HW=block_hw)
     g_ready = False  # whether dL/dx = g is stored (later passes read it back)
     with _device(out):
         if reduce:  # every source (a chain without dL/dW: its last one alone)
             for a, b in (_runs(src.layout) if need_w or not chain else [(last, s)]):
+                rs, cpg = src.layout[a]
+                merge = sum(1 << (i - a) for i in range(a, b) if own[i])
                 _launcher(_backward_reduce_kernel)[grid](
-                    grad, out, dx, part, w, hs[last] if final_h else None, *src.slots(a, b),
-                    n, c, hw, p, 1 + a, *src.layout[a], a, fin, *maps, NUM=b - a,
+                    grad, out, dx, part, w, hs[last] if final_h else None,
+                    counters if merge else None, *src.slots(a, b), n, c, hw, p, 1 + a, rs, cpg,
+                    a, fin, gs, *maps, NUM=b - a,
                     SUM_G=any(own) and not final_h and not g_ready, G_FROM_DX=g_ready,
-                    FINAL_H=final_h and b == s, HAS_W=src.weight is not None, **common)
+                    FINAL_H=final_h and b == s, HAS_W=src.weight is not None, MERGE=merge,
+                    PER_SAMPLE=rs != 0, BLOCKWISE=block_c % cpg == 0,
+                    BLOCK_R=_block_r(block_c), **common)
                 g_ready = True
         if chain:  # older sources by (layout, whether a sum exists); the last one at the end
             keys = [(*src.layout[i], bool(need_ys[i]), hs[i] is not None) for i in range(last)]
@@ -885,12 +929,12 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
             _launcher(_backward_apply_kernel)[grid](
                 grad, out, dx, part, w, dw if need_w else part, *src.slots(max(a, 0), max(b, 1)),
                 *_slots(z_args, a, max(b, a + 1)), n, c, hw, p, a, 1 + a, *src.layout[a], fin,
-                *maps, *z_strides, NUM=b - a, OWN=own[b - 1] if b > a else False,
+                gs, *maps, *z_strides, NUM=b - a, OWN=own[b - 1] if b > a else False,
                 NEED_Y=b > a and bool(need_ys[b - 1]), NEED_W=need_w,
                 HAS_W=src.weight is not None, ACCUM=chain and a < last and bool(need_ys[a]),
                 ADD=chain and a < last and hs[a] is not None, LAST=int(tail),
                 FINAL_H=final_h and tail, G_FROM_DX=g_ready, BLOCK_R=_block_r(block_c),
-                SLOTS=_slot_count(block_c, src.layout[a][1]), **common)
+                **common)
             g_ready = True
     dweight = dw.to(weight.dtype).reshape(weight.shape) if need_w else out.new_empty(0)
     return dx, dys, dweight

@@ -246,7 +246,8 @@ def check_many_sources():
 def check_partial_sums():
     """The kernels' partials, tile by tile, against torch: per (n, c, tile) mean and M2 (the
     statistics kernel, left in its workspace), ``sum g`` and ``sum g * y_hat`` (the backward's
-    reduce pass)."""
+    reduce pass), and the reduce pass's merge of a chain's finalized sums per (sample, group),
+    by channel block and over every block."""
     import triton
 
     from mmdsnet.ops import norm_stats
@@ -281,20 +282,31 @@ def check_partial_sums():
     # a chain's finalized source: its whole sum h = h_sum + w g, summed at part[FIN = 2, 3]
     w_row = torch.randn(1, c, generator=gen, dtype=torch.float64)
     h_sum = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
-    part = torch.empty(4, n, c, p, dtype=torch.float64)
-    dx = torch.empty_like(grad)
-    strides = ta._flat(y)
-    ta._backward_reduce_kernel[(p, triton.cdiv(c, block_c), n)](
-        grad, out, dx, part, w_row, h_sum, *[y] * ta.K, *[mu] * ta.K, *[rstd] * ta.K, n, c, hw,
-        p, 1, 3, 2, 0, 2, *strides, *strides, *strides, *strides, NUM=1, SUM_G=True,
-        G_FROM_DX=False, FINAL_H=True, HAS_W=True, RELU=True, ACC=ta._TL[torch.float64],
-        BLOCK_C=block_c, BLOCK_HW=block_hw)
-    _close('dL/dx', dx, g, 0)
-    _close('tile sums of g', part[0], tile_sums(g), 1e-12)
-    _close('tile sums of g * y_hat', part[1], tile_sums(g * y_hat), 1e-12)
+    gs = 4 * n * c * p  # (then the merged group sums: pairs j = 0, the source, and 1, FIN - 1)
     h_all = h_sum + w_row[..., None, None] * g
-    _close('tile sums of h', part[2], tile_sums(h_all), 1e-12)
-    _close('tile sums of h * y_hat', part[3], tile_sums(h_all * y_hat), 1e-12)
+    cblocks = triton.cdiv(c, block_c)
+    for blockwise in (True, False):  # (groups of 2 channels lie in blocks of 4)
+        buf = torch.full((gs + 4 * n * c, ), float('nan'), dtype=torch.float64)
+        part = buf[:gs].view(4, n, c, p)
+        dx = torch.empty_like(grad)
+        counters = torch.zeros(n * cblocks, dtype=torch.int32)
+        strides = ta._flat(y)
+        ta._backward_reduce_kernel[(p, cblocks, n)](
+            grad, out, dx, buf, w_row, h_sum, counters, *[y] * ta.K, *[mu] * ta.K,
+            *[rstd] * ta.K, n, c, hw, p, 1, 3, 2, 0, 2, gs, *strides, *strides, *strides,
+            *strides, NUM=1, SUM_G=True, G_FROM_DX=False, FINAL_H=True, HAS_W=True, MERGE=1,
+            PER_SAMPLE=True, BLOCKWISE=blockwise, RELU=True, ACC=ta._TL[torch.float64],
+            BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_R=8)
+        _close('dL/dx', dx, g, 0)
+        _close('tile sums of g', part[0], tile_sums(g), 1e-12)
+        _close('tile sums of g * y_hat', part[1], tile_sums(g * y_hat), 1e-12)
+        _close('tile sums of h', part[2], tile_sums(h_all), 1e-12)
+        _close('tile sums of h * y_hat', part[3], tile_sums(h_all * y_hat), 1e-12)
+        merged = buf[gs:].view(4, n * c)[2:, :n * 3].reshape(2, n, 3)  # (rows 2 j, 2 j + 1)
+        for k, t in enumerate((h_all, h_all * y_hat)):
+            _close(f'merged group sums {k} (blockwise={blockwise})', merged[k],
+                   t.reshape(n, 3, -1).sum(-1), 1e-12)
+        assert not counters.any(), counters  # (set back to zero for the next launch)
 
 
 def _kernel_names():

@@ -163,34 +163,19 @@ def _compile_cases():
                     unused, **no_stats, NUM=num, HAS_W=flag, RELU=not flag, STATS=flag,
                     OVER_BATCH=acc == tl.float64, ACC=acc, BLOCK_C=64, BLOCK_HW=32,
                     BLOCK_R=32)
+                # (the merge of the group sums per sample and by channel block, or over the
+                # batch and every block)
                 yield ta._backward_reduce_kernel, maps, dict(
                     unused, NUM=num, SUM_G=flag, G_FROM_DX=not flag, FINAL_H=flag,
-                    HAS_W=not flag, RELU=flag, ACC=acc, BLOCK_C=4, BLOCK_HW=512)
+                    HAS_W=not flag, MERGE=(1 << num) - 1, PER_SAMPLE=flag, BLOCKWISE=flag,
+                    RELU=flag, ACC=acc, BLOCK_C=4, BLOCK_HW=512, BLOCK_R=256)
                 # (a chain's flags: each both ways, in float32 and in the other dtypes)
                 for own in (True, False) if full else (flag, ):
                     yield ta._backward_apply_kernel, maps, dict(
                         unused, **{f'z{i}': None for i in range(num, ta.K)}, NUM=num, OWN=own,
                         NEED_Y=flag or own, NEED_W=not flag, HAS_W=own, ACCUM=own, ADD=flag,
                         LAST=int(flag != own or not full), FINAL_H=flag, G_FROM_DX=flag,
-                        RELU=own, ACC=acc, BLOCK_C=4, BLOCK_HW=512, BLOCK_R=512,
-                        SLOTS=2 if flag else 4)
-
-
-def test_slot_count_covers_every_tile():
-    """The backward apply kernel merges the statistics of the groups its tile meets in
-    ``SLOTS`` slots: never fewer than a tile of any channel block meets, for every tile width
-    and group size (GN-32 of 64 .. 2048 channels, LN, IN, odd groups), and far fewer than the
-    ``BLOCK_C`` slots it used to reduce where groups are wide."""
-    from mmdsnet.ops import triton_aggregate as ta
-    for block_c in (1, 2, 4, 8, 16, 32, 64):
-        for c in (3, 6, 12, 64, 96, 192, 256, 512, 1024, 2048):
-            for groups in {g for g in (1, 2, 3, 32, c // 2, c) if g and c % g == 0}:
-                cpg = c // groups
-                slots = ta._slot_count(block_c, cpg)
-                met = max((min(c0 + block_c, c) - 1) // cpg - c0 // cpg + 1
-                          for c0 in range(0, c, block_c))
-                assert met <= slots <= block_c, (block_c, c, groups, met, slots)
-    assert ta._slot_count(64, 8) == 8 and ta._slot_count(4, 8) == 1  # (GN-32 of 256 channels)
+                        RELU=own, ACC=acc, BLOCK_C=4, BLOCK_HW=512, BLOCK_R=512)
 
 
 def test_kernels_compile_for_a_gpu():
