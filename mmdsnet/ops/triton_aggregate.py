@@ -70,6 +70,7 @@ triton is imported): that is how tests/test_ops/test_triton_kernels.py checks th
 """
 import contextlib
 import functools
+import operator
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -523,20 +524,26 @@ class _Direct:
     ``use_implementation(launches='triton')`` take ``JITFunction.run``. A hit calls the compiled
     kernel's launcher with the arguments in the kernel's order, as ``JITFunction.run`` does:
     no allocation, no copy, nothing but the launch."""
-    __slots__ = ('fn', 'order', 'cache')
+    __slots__ = ('fn', 'order', 'cache', 'splits')
 
     def __init__(self, fn):
-        self.fn, self.cache = fn, {}
+        self.fn, self.cache, self.splits = fn, {}, {}
         self.order = tuple(fn.arg_names)
 
     def __getitem__(self, grid):
         return functools.partial(self.launch, grid)
 
-    @staticmethod
-    def key(device, args, constexprs) -> tuple:
-        # (the classes too: 1, True and 1.0 are equal keys but not equal to Triton)
-        return (device, *constexprs.items(), *map(type, args),
-                *[(a.dtype, not a.data_ptr() & 15) if a.__class__ is Tensor else a for a in args])
+    def key(self, device, args, constexprs) -> tuple:
+        # The classes of the arguments (1, True and 1.0 are equal keys but not equal to Triton)
+        # pick where the tensors are; then C-level maps, no Python per argument: the tensors'
+        # dtypes and addresses mod 16, the other arguments themselves.
+        kinds = tuple(map(type, args))
+        split = self.splits.get(kinds)
+        if split is None:
+            split = self.splits[kinds] = _split(kinds)
+        tensors = split[0](args)
+        return (device, *constexprs.items(), kinds, split[1](args), *map(_DTYPE, tensors),
+                *map(_MOD16, map(Tensor.data_ptr, tensors)))
 
     def launch(self, grid, *args, **constexprs):
         runtime = triton.knobs.runtime
@@ -557,6 +564,26 @@ class _Direct:
                    driver.get_current_stream(device), kernel.function, kernel.packed_metadata,
                    None, None, None, *args, *constexprs.values())
         return kernel
+
+
+_DTYPE = operator.attrgetter('dtype')
+_MOD16 = (15).__and__
+
+
+def _split(kinds: tuple):
+    """Two getters for an argument tuple of these classes: its tensors and everything else."""
+    tensors = [i for i, k in enumerate(kinds) if issubclass(k, Tensor)]
+    others = [i for i, k in enumerate(kinds) if not issubclass(k, Tensor)]
+    return _getter(tensors), _getter(others)
+
+
+def _getter(positions: list):
+    """``args -> tuple(args[i] for i in positions)``, at C speed where it can be."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    if positions:
+        return lambda args, i=positions[0]: (args[i], )
+    return lambda args: ()
 
 
 def _hooked(hook) -> bool:
@@ -600,6 +627,12 @@ def _aten(op):
 def _flat(t: Tensor) -> Optional[Tuple[int, int, int]]:
     """``t``'s strides as ``(N, C, HW)``, or None if its spatial dimensions do not collapse to
     one stride (e.g. a strided slice of a map)."""
+    if t.dim() == 4:  # (the models' maps: the general rule below, written out)
+        sn, sc, sh, sw = t.stride()
+        h, w = t.shape[2:]
+        if w == 1:
+            return sn, sc, sh if h != 1 else 1
+        return (sn, sc, sw) if h == 1 or sh == w * sw else None
     dims = [(size, stride) for size, stride in zip(t.shape[2:], t.stride()[2:]) if size != 1]
     for (_, outer), (size, inner) in zip(dims, dims[1:]):
         if outer != size * inner:
@@ -728,7 +761,9 @@ class _Sources:
         self.ys = ys
         self.layout = self.layout or [(0, 1)]  # (the launch of no source reads no statistic)
         self.n, self.c, self.hw = n, c, _hw(ref)
-        self.weight = None if weight is None else weight.reshape(s, c).contiguous()
+        # (read as S x C values: the models' (S, C, 1, 1) parameter as it is)
+        self.weight = (weight if weight is None or weight.is_contiguous()
+                       else weight.reshape(s, c).contiguous())
         self.ok = True
 
     def slots(self, start: int, stop: int) -> List:

@@ -19,7 +19,7 @@ def _specialization(arg, param):
 
 def _arg_key(arg):
     """One positional argument's part of the direct launcher's key (as ``_Direct.launch``)."""
-    return ta._Direct.key(0, (arg, ), {})[1:]
+    return ta._Direct(_FakeKernel(['a'])).key(0, (arg, ), {})[1:]
 
 
 class _FakeKernel:

@@ -178,6 +178,32 @@ def _compile_cases():
                         RELU=own, ACC=acc, BLOCK_C=4, BLOCK_HW=512, BLOCK_R=512)
 
 
+def test_flat_strides_match_a_view():
+    """``_flat`` (the kernels' reading of a map as ``(N, C, HW)`` strides; its 4-d fast path
+    included) agrees with torch: spatial dimensions collapse to one stride exactly when
+    ``view(N, C, -1)`` works, and then with that view's stride. Every layout of 1 to 5 rows and
+    columns: contiguous, channels_last, transposed, strided slices, expanded."""
+    import itertools
+
+    from mmdsnet.ops import triton_aggregate as ta
+    checked = 0
+    for h, w in itertools.product([1, 2, 3, 5], repeat=2):
+        base = torch.randn(2, 3, 2 * h + 1, 2 * w + 1)
+        for t in (base[:, :, :h, :w], base[:, :, ::2, :w][:, :, :h], base[:, :, :h, ::2][..., :w],
+                  base[:, :, :h, :w].contiguous(memory_format=torch.channels_last),
+                  base[:, :, :h, :w].transpose(2, 3), base[:, :, :h, :w].contiguous(),
+                  torch.randn(2, 3, 1, 1).expand(2, 3, h, w), torch.randn(2, 3, h * w)):
+            try:
+                v = t.view(2, 3, -1)
+            except RuntimeError:
+                expected = None
+            else:
+                expected = t.stride(0), t.stride(1), v.stride(2) if v.shape[2] > 1 else 1
+            assert ta._flat(t) == expected, (t.shape, t.stride(), ta._flat(t), expected)
+            checked += expected is None
+    assert checked > 0  # (some layouts do not collapse)
+
+
 def test_kernels_compile_for_a_gpu():
     """The interpreter runs Python semantics; the real compiler is stricter (types of
     loop-carried values, pointer casts, masks, atomics). Every kernel compiles, here on the CPU,

@@ -32,6 +32,7 @@ def main():
               BLOCK_C=4, BLOCK_HW=256, BLOCK_R=256)
     assert len(args) + len(kw) == len(fn.arg_names)
     key_cache, kernel_cache, direct_cache = {}, {}, {}
+    direct = ta._Direct(fn)
 
     def triton_part():  # JITFunction.run up to its kernel-cache lookup
         kwargs = dict(kw, debug=False, instrumentation_mode='')
@@ -39,7 +40,7 @@ def main():
         kernel_cache.get(compute_cache_key(key_cache, specialization, options))
 
     def direct_part():
-        direct_cache.get(ta._Direct.key(0, args, kw))
+        direct_cache.get(direct.key(0, args, kw))
     n = 20000
     for name, f in (('triton binder + cache key', triton_part), ('direct key', direct_part)):
         f()
