@@ -728,34 +728,40 @@ class _Sources:
 
     def __init__(self, ref: Tensor, ys: Sequence[Tensor], means: Sequence[Tensor],
                  rstds: Sequence[Tensor], weight: Optional[Tensor]):
+        # (every attribute read once: this runs on the host for every call)
         self.ok = False
-        n, c = ref.shape[:2] if ref.dim() >= 2 else (0, 0)
+        shape, device = ref.shape, ref.device
+        n, c = shape[:2] if len(shape) >= 2 else (0, 0)
         s = len(ys)
-        if (ref.dim() < 2 or ref.numel() == 0 or ref.dtype not in _TL
+        if (len(shape) < 2 or ref.numel() == 0 or ref.dtype not in _TL
                 or not (len(means) == len(rstds) == s)
                 or (weight is not None and (weight.numel() != s * c
-                                            or weight.device != ref.device))):
+                                            or weight.device != device))):
             return
         # (no source: ReLU(x) and its statistics, DS2's inner source; read as ref's layout)
         y0 = ys[0] if s else ref
-        self.acc = stats_dtype(ref.dtype)
-        if (y0.dtype not in _TL or stats_dtype(y0.dtype) != self.acc
-                or any(y.shape != ref.shape or y.dtype != y0.dtype or y.stride() != y0.stride()
-                       or y.device != ref.device for y in ys)):
+        dtype, strides = y0.dtype, y0.stride()
+        self.acc = acc = stats_dtype(ref.dtype)
+        if dtype not in _TL or stats_dtype(dtype) != acc:
             return
+        for y in ys:
+            if (y.shape != shape or y.dtype != dtype or y.stride() != strides
+                    or y.device != device):
+                return
         self.y_strides = _flat(y0)
         if self.y_strides is None:
             return
         self.means, self.rstds, self.layout = [], [], []
         for mean, rstd in zip(means, rstds):
-            if mean.dim() != 2 or mean.shape != rstd.shape or mean.device != ref.device:
+            rows_groups = mean.shape
+            if len(rows_groups) != 2 or rstd.shape != rows_groups or mean.device != device:
                 return
-            rows, groups = mean.shape
+            rows, groups = rows_groups
             if rows not in (1, n) or groups == 0 or c % groups:
                 return
             # (no copy, no call for the models' statistics: contiguous, in the right dtype)
-            self.means.append(_as_acc(mean, self.acc))
-            self.rstds.append(_as_acc(rstd, self.acc))
+            self.means.append(_as_acc(mean, acc))
+            self.rstds.append(_as_acc(rstd, acc))
             # (n, c) reads its statistic at n * row_stride + c // cpg
             self.layout.append((groups if rows == n and n > 1 else 0, c // groups))
         self.ys = ys
@@ -918,7 +924,8 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
     # one's dL/dy (in place into its sum)
     dys = z = [(hs[i] if chain and hs[i] is not None else torch.empty_like(y)) if need_ys[i]
                else y.new_empty(0) for i, y in enumerate(ys)]
-    dw = torch.empty((s, c), dtype=acc, device=out.device) if need_w else None
+    # (in the weight's shape, S x C values: returned as it is for a float32 / float64 weight)
+    dw = torch.empty(weight.shape, dtype=acc, device=out.device) if need_w else None
     block_c, block_hw = _blocks(c, hw, src.y_strides)
     p = _cdiv(hw, block_hw)
     grid = (p, _cdiv(c, block_c), n)
@@ -971,8 +978,9 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
                 FINAL_H=final_h and tail, G_FROM_DX=g_ready, BLOCK_R=_block_r(block_c),
                 **common)
             g_ready = True
-    dweight = dw.to(weight.dtype).reshape(weight.shape) if need_w else out.new_empty(0)
-    return dx, dys, dweight
+    if not need_w:
+        return dx, dys, out.new_empty(0)
+    return dx, dys, dw if dw.dtype == weight.dtype else dw.to(weight.dtype)
 
 
 def register_cuda_kernels() -> None:
