@@ -36,9 +36,9 @@ Launches (each a grid of ``(BLOCK_C, BLOCK_HW)`` tiles of one sample), for up to
 * ``dense_aggregate_backward``: at most TWO launches, the minimum when the statistics are the
   sources' own (the group sums must be complete before any ``dL/dy_i``):
   :func:`_backward_reduce_kernel` reads ``grad``, ``out`` and the ``y_i``, writes ``dL/dx = g``
-  and per tile row ``sum g`` and ``sum g * y_hat_i``, and its last program per sample (or
-  channel block) merges them into the group sums ``E[w_i g]`` and ``E[w_i g y_hat_i]`` (as
-  ``norm_stats`` merges its partials); :func:`_backward_apply_kernel` reads ``g`` and the
+  and per tile row ``sum g`` and ``sum g * y_hat_i``, and the last program of each sample (or
+  of the batch) and span of channel blocks holding whole groups merges them into the group sums
+  ``E[w_i g]`` and ``E[w_i g y_hat_i]`` (as ``norm_stats`` merges its partials); :func:`_backward_apply_kernel` reads ``g`` and the
   ``y_i`` again, two numbers per statistic, and writes every ``dL/dy_i``; its first tile row
   of each channel block also sums ``dL/dW``. With fixed statistics only and no
   ``dL/dW`` (BatchNorm in evaluation, no normalization) the reduce pass is skipped: one launch.
@@ -303,11 +303,11 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, h_ptr, c
                             y0, y1, y2, y3, y4, y5, y6, y7,
                             m0, m1, m2, m3, m4, m5, m6, m7,
                             r0, r1, r2, r3, r4, r5, r6, r7,
-                            N, C, HW, P, PART0, RS, CPG, W0, FIN, GS,
+                            N, C, HW, P, PART0, RS, CPG, W0, FIN, GS, SPAN,
                             sgn, sgc, sgh, son, soc, soh, sdn, sdc, sdh, syn, syc, syh,
                             NUM: tl.constexpr, SUM_G: tl.constexpr, G_FROM_DX: tl.constexpr,
                             FINAL_H: tl.constexpr, HAS_W: tl.constexpr, MERGE: tl.constexpr,
-                            PER_SAMPLE: tl.constexpr, BLOCKWISE: tl.constexpr,
+                            PER_SAMPLE: tl.constexpr,
                             RELU: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
                             BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr):
     """First backward pass, tile ``p`` of sample ``n``: ``g`` (:func:`_load_g`); per channel
@@ -320,8 +320,9 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, h_ptr, c
 
     ``MERGE`` (a bit per slot: the sources with their own statistics): the partials of those
     sources are then merged into their group sums once, by the last program of each unit (one
-    sample if ``PER_SAMPLE``, else the whole batch; one channel block if ``BLOCKWISE``, i.e. its
-    groups lie in it, else every block): ``sum w_i * sum_hw g`` and ``sum w_i * sum_hw g *
+    sample if ``PER_SAMPLE``, else the whole batch; ``SPAN`` channel blocks, the fewest whose
+    channels hold whole groups, or every block for ``SPAN == 0``, where no such span divides
+    them): ``sum w_i * sum_hw g`` and ``sum w_i * sum_hw g *
     y_hat_i`` per statistic, in the statistics' layout (``s = n * RS + c // CPG``), at ``part +
     GS`` rows ``2 j`` and ``2 j + 1`` (``j``: the source's index, ``FIN - 1`` for ``FINAL_H``'s
     unweighted sums). The apply pass reads two numbers per statistic instead of reducing the
@@ -352,28 +353,22 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, dx_ptr, part_ptr, w_ptr, h_ptr, c
             tl.store(part_ptr + (FIN + 1) * N * C * P + dst, tl.sum(h * y_hat, 1), mask=cm)
     if MERGE:
         tl.debug_barrier()  # every thread's partials are stored before the count (release)
-        units = tl.num_programs(1) if BLOCKWISE else 1
-        idx = (n if PER_SAMPLE else 0) * units + (tl.program_id(1) if BLOCKWISE else 0)
-        expected = tl.num_programs(0) * (1 if BLOCKWISE else tl.num_programs(1)) * (
-            1 if PER_SAMPLE else N)
+        blocks = tl.num_programs(1)
+        span = tl.where(SPAN > 0, SPAN, blocks)
+        unit = tl.program_id(1) // span
+        idx = (n if PER_SAMPLE else 0) * (blocks // span) + unit
+        expected = tl.num_programs(0) * span * (1 if PER_SAMPLE else N)
         done = tl.atomic_add(count_ptr + idx, 1, sem='acq_rel')
-        if done == expected - 1:  # the last program of this unit
+        if done == expected - 1:  # the last program of this unit: its groups
             tl.atomic_xchg(count_ptr + idx, 0, sem='relaxed')
             n0 = n if PER_SAMPLE else 0
             rows = 1 if PER_SAMPLE else N
-            if BLOCKWISE:  # this block's groups
-                c0 = tl.program_id(1) * BLOCK_C
-                grp = c0 // CPG + tl.arange(0, BLOCK_C)
-                _merge_group_sums(part_ptr, w_ptr, grp, grp * CPG < tl.minimum(c0 + BLOCK_C, C),
-                                  n0, rows, N, C, P, PART0, CPG, W0, FIN, GS, NUM, FINAL_H,
-                                  HAS_W, MERGE, ACC, BLOCK_R)
-            else:  # every group, BLOCK_C at a time
-                G = C // CPG
-                for g0 in range(0, G, BLOCK_C):
-                    grp = g0 + tl.arange(0, BLOCK_C)
-                    _merge_group_sums(part_ptr, w_ptr, grp, grp < G, n0, rows, N, C, P, PART0,
-                                      CPG, W0, FIN, GS, NUM, FINAL_H, HAS_W, MERGE, ACC,
-                                      BLOCK_R)
+            c0 = unit * span * BLOCK_C
+            g_hi = tl.minimum(c0 + span * BLOCK_C, C) // CPG
+            for g0 in range(c0 // CPG, g_hi, BLOCK_C):
+                grp = g0 + tl.arange(0, BLOCK_C)
+                _merge_group_sums(part_ptr, w_ptr, grp, grp < g_hi, n0, rows, N, C, P, PART0,
+                                  CPG, W0, FIN, GS, NUM, FINAL_H, HAS_W, MERGE, ACC, BLOCK_R)
 
 
 @triton.jit
@@ -663,6 +658,15 @@ def _blocks(c: int, hw: int, strides: Tuple[int, int, int]) -> Tuple[int, int]:
     return min(_pow2(c), max(1, MAX_TILE // block_hw)), block_hw
 
 
+def _span(block_c: int, cpg: int) -> int:
+    """Channel blocks of ``block_c`` whose channels hold whole groups of ``cpg``: 1 where a
+    block holds whole groups, ``cpg / block_c`` where a group holds whole blocks, else 0 (every
+    block: neither divides the other)."""
+    if block_c % cpg == 0:
+        return 1
+    return cpg // block_c if cpg % block_c == 0 else 0
+
+
 def _block_r(block_c: int) -> int:
     """Partials per slot and step of the merging loops: ``(BLOCK_C, BLOCK_R)`` blocks of at most
     ``MAX_TILE`` elements."""
@@ -947,11 +951,10 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
                 _launcher(_backward_reduce_kernel)[grid](
                     grad, out, dx, part, w, hs[last] if final_h else None,
                     counters if merge else None, *src.slots(a, b), n, c, hw, p, 1 + a, rs, cpg,
-                    a, fin, gs, *maps, NUM=b - a,
+                    a, fin, gs, _span(block_c, cpg), *maps, NUM=b - a,
                     SUM_G=any(own) and not final_h and not g_ready, G_FROM_DX=g_ready,
                     FINAL_H=final_h and b == s, HAS_W=src.weight is not None, MERGE=merge,
-                    PER_SAMPLE=rs != 0, BLOCKWISE=block_c % cpg == 0,
-                    BLOCK_R=_block_r(block_c), **common)
+                    PER_SAMPLE=rs != 0, BLOCK_R=_block_r(block_c), **common)
                 g_ready = True
         if chain:  # older sources by (layout, whether a sum exists); the last one at the end
             keys = [(*src.layout[i], bool(need_ys[i]), hs[i] is not None) for i in range(last)]

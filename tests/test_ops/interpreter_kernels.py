@@ -249,8 +249,6 @@ def check_partial_sums():
     reduce pass), and the reduce pass's merge of a chain's finalized sums per (sample, group),
     by channel block and over every block."""
     import triton
-
-    from mmdsnet.ops import norm_stats
     ta = _ta()
     n, c, h, w, block_c, block_hw = 2, 6, 5, 7, 4, 8
     gen = torch.Generator().manual_seed(0)
@@ -268,12 +266,25 @@ def check_partial_sums():
     _close('tile means', part[0], mean, 1e-12)
     _close('tile M2', part[1], m2, 1e-12)
 
+    # the backward's reduce pass, and its merge of a chain's finalized sums per (sample,
+    # group): 3 groups of 2 channels (in blocks of 4: span 1), 2 groups of 8 (each over 2
+    # blocks: span 2), and over every block (span 0)
+    for c, groups, spans in ((6, 3, (1, 0)), (16, 2, (2, 0))):
+        _check_reduce_pass(ta, gen, n, c, h, w, groups, block_c, block_hw, spans)
+
+
+def _check_reduce_pass(ta, gen, n, c, h, w, groups, block_c, block_hw, spans):
+    import triton
+
+    from mmdsnet.ops import norm_stats
+    y = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64) + 1
+    hw, p, cpg = h * w, triton.cdiv(h * w, block_hw), c // groups
     grad = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
     out = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
-    mu, rstd = norm_stats(y, 3, 1e-5, False)
+    mu, rstd = norm_stats(y, groups, 1e-5, False)
     g = torch.where(out <= 0, 0, grad)
-    y_hat = (y - mu.repeat_interleave(2, 1)[..., None, None]) * rstd.repeat_interleave(
-        2, 1)[..., None, None]
+    y_hat = (y - mu.repeat_interleave(cpg, 1)[..., None, None]) * rstd.repeat_interleave(
+        cpg, 1)[..., None, None]
 
     def tile_sums(t):
         z = torch.zeros(n, c, p * block_hw, dtype=torch.float64)
@@ -285,7 +296,8 @@ def check_partial_sums():
     gs = 4 * n * c * p  # (then the merged group sums: pairs j = 0, the source, and 1, FIN - 1)
     h_all = h_sum + w_row[..., None, None] * g
     cblocks = triton.cdiv(c, block_c)
-    for blockwise in (True, False):  # (groups of 2 channels lie in blocks of 4)
+    assert ta._span(block_c, cpg) == spans[0]
+    for span in spans:
         buf = torch.full((gs + 4 * n * c, ), float('nan'), dtype=torch.float64)
         part = buf[:gs].view(4, n, c, p)
         dx = torch.empty_like(grad)
@@ -293,19 +305,20 @@ def check_partial_sums():
         strides = ta._flat(y)
         ta._backward_reduce_kernel[(p, cblocks, n)](
             grad, out, dx, buf, w_row, h_sum, counters, *[y] * ta.K, *[mu] * ta.K,
-            *[rstd] * ta.K, n, c, hw, p, 1, 3, 2, 0, 2, gs, *strides, *strides, *strides,
-            *strides, NUM=1, SUM_G=True, G_FROM_DX=False, FINAL_H=True, HAS_W=True, MERGE=1,
-            PER_SAMPLE=True, BLOCKWISE=blockwise, RELU=True, ACC=ta._TL[torch.float64],
+            *[rstd] * ta.K, n, c, hw, p, 1, groups, cpg, 0, 2, gs, span, *strides, *strides,
+            *strides, *strides, NUM=1, SUM_G=True, G_FROM_DX=False, FINAL_H=True, HAS_W=True,
+            MERGE=1, PER_SAMPLE=True, RELU=True, ACC=ta._TL[torch.float64],
             BLOCK_C=block_c, BLOCK_HW=block_hw, BLOCK_R=8)
         _close('dL/dx', dx, g, 0)
         _close('tile sums of g', part[0], tile_sums(g), 1e-12)
         _close('tile sums of g * y_hat', part[1], tile_sums(g * y_hat), 1e-12)
         _close('tile sums of h', part[2], tile_sums(h_all), 1e-12)
         _close('tile sums of h * y_hat', part[3], tile_sums(h_all * y_hat), 1e-12)
-        merged = buf[gs:].view(4, n * c)[2:, :n * 3].reshape(2, n, 3)  # (rows 2 j, 2 j + 1)
+        # (rows 2 j and 2 j + 1 for j = FIN - 1 = 1, per (sample, group))
+        merged = buf[gs:].view(4, n * c)[2:, :n * groups].reshape(2, n, groups)
         for k, t in enumerate((h_all, h_all * y_hat)):
-            _close(f'merged group sums {k} (blockwise={blockwise})', merged[k],
-                   t.reshape(n, 3, -1).sum(-1), 1e-12)
+            _close(f'merged group sums {k} ({groups} groups, span {span})', merged[k],
+                   t.reshape(n, groups, -1).sum(-1), 1e-12)
         assert not counters.any(), counters  # (set back to zero for the next launch)
 
 

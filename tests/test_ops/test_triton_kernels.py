@@ -163,11 +163,12 @@ def _compile_cases():
                     unused, **no_stats, NUM=num, HAS_W=flag, RELU=not flag, STATS=flag,
                     OVER_BATCH=acc == tl.float64, ACC=acc, BLOCK_C=64, BLOCK_HW=32,
                     BLOCK_R=32)
-                # (the merge of the group sums per sample and by channel block, or over the
-                # batch and every block)
+                # (the merge of the group sums per sample by one channel block, or over the
+                # batch and any span of blocks)
                 yield ta._backward_reduce_kernel, maps, dict(
                     unused, NUM=num, SUM_G=flag, G_FROM_DX=not flag, FINAL_H=flag,
-                    HAS_W=not flag, MERGE=(1 << num) - 1, PER_SAMPLE=flag, BLOCKWISE=flag,
+                    HAS_W=not flag, MERGE=(1 << num) - 1, PER_SAMPLE=flag,
+                    **({'SPAN': 1} if flag else {}),  # (1: Triton's constexpr; else an i32)
                     RELU=flag, ACC=acc, BLOCK_C=4, BLOCK_HW=512, BLOCK_R=256)
                 # (a chain's flags: each both ways, in float32 and in the other dtypes)
                 for own in (True, False) if full else (flag, ):
