@@ -35,13 +35,14 @@ Launches (each a grid of ``(BLOCK_C, BLOCK_HW)`` tiles of one sample), for up to
   stores (:func:`_tile_stats`): a new ``Y_l`` costs no pass of its own;
 * ``dense_aggregate_backward``: at most TWO launches, the minimum when the statistics are the
   sources' own (the group sums must be complete before any ``dL/dy_i``):
-  :func:`_backward_reduce_kernel` reads ``grad``, ``out`` and the ``y_i``, writes ``dL/dx = g``
-  and per tile row ``sum g`` and ``sum g * y_hat_i``, and the last program of each sample (or
-  of the batch) and span of channel blocks holding whole groups merges them into the group sums
-  ``E[w_i g]`` and ``E[w_i g y_hat_i]`` (as ``norm_stats`` merges its partials); :func:`_backward_apply_kernel` reads ``g`` and the
-  ``y_i`` again, two numbers per statistic, and writes every ``dL/dy_i``; its first tile row
-  of each channel block also sums ``dL/dW``. With fixed statistics only and no
-  ``dL/dW`` (BatchNorm in evaluation, no normalization) the reduce pass is skipped: one launch.
+  :func:`_backward_reduce_kernel` reads ``grad``, ``out`` and the ``y_i``, writes ``dL/dx = g`` and
+  per tile row ``sum g`` and ``sum g * y_hat_i``, and the last program of each sample (or of the
+  batch) and span of channel blocks holding whole groups merges them into the group sums ``E[w_i
+  g]`` and ``E[w_i g y_hat_i]`` (as ``norm_stats`` merges its partials);
+  :func:`_backward_apply_kernel` reads ``g`` and the ``y_i`` again, two numbers per statistic, and
+  writes every ``dL/dy_i``; its first tile row of each channel block also sums ``dL/dW``. With
+  fixed statistics only and no ``dL/dW`` (BatchNorm in evaluation, no normalization) the reduce
+  pass is skipped: one launch.
 
 Nothing but launches per call on the host: the sources are kernel arguments (flat pointer arguments
 ``y0 .. y7``, ``m0 .. m7``, ``r0 .. r7``, ``z0 .. z7`` with a ``tl.constexpr`` count ``NUM``: one
