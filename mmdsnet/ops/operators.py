@@ -623,30 +623,24 @@ def export_decompositions() -> dict:
             torch.ops.mmdsnet.norm_stats.default: _norm_stats_decomposed}
 
 
-_INDUCTOR = {}  # operator -> its decomposition for inductor (filled below)
-
-
 def _sync_inductor_table() -> None:
-    """Inductor's decomposition table holds the decompositions above (forward and backward)
-    under ``use_implementation(compiled='decomposed')`` and not under ``'operators'`` (inductor
-    then calls the operators, i.e. their device kernels, as opaque nodes). Called from the
-    operators' fake implementations, which dynamo runs while it traces, before any backend
-    compiles: the table follows the mode at tracing time, and a process that never compiles
-    does not import inductor's table (~0.8 s)."""
+    """Inductor's decomposition table holds the decompositions above (the exporters' forward
+    ones and the backward) under ``use_implementation(compiled='decomposed')`` and not under
+    ``'operators'`` (inductor then calls the operators, i.e. their device kernels, as opaque
+    nodes). Called from the operators' fake implementations, which dynamo runs while it traces,
+    before any backend compiles: the table follows the mode at tracing time, and a process that
+    never compiles does not import inductor's table (~0.8 s)."""
     try:
         from torch._inductor.decomposition import decompositions, select_decomp_table
     except ImportError:  # (no inductor in this torch build: nothing to tell it)
         return
-    if not _INDUCTOR:
-        _INDUCTOR.update({
-            torch.ops.mmdsnet.dense_aggregate.default: _dense_aggregate_decomposed,
-            torch.ops.mmdsnet.norm_stats.default: _norm_stats_decomposed,
-            torch.ops.mmdsnet.dense_aggregate_backward.default:
-            _dense_aggregate_backward_decomposed})
+    ours = dict(export_decompositions())
+    ours[torch.ops.mmdsnet.dense_aggregate_backward.default] = (
+        _dense_aggregate_backward_decomposed)
     # inductor reads select_decomp_table(): once anything was compiled in this process, a
     # cached copy of the module's table (it misses entries added later)
     for table in (decompositions, select_decomp_table()):
-        for op, fn in _INDUCTOR.items():
+        for op, fn in ours.items():
             if _MODE['compiled'] == 'decomposed':
                 table[op] = fn
             else:

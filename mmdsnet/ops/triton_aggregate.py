@@ -600,10 +600,10 @@ def _launch_convention_known() -> bool:
                                                           'runtime')
 
 
-_DIRECT = {id(k): _Direct(k) for k in (_stats_kernel, _aggregate_kernel, _backward_reduce_kernel,
-                                       _backward_apply_kernel)
-           # (not under the interpreter, nor with a launch convention not known here)
-           if isinstance(k, triton.runtime.JITFunction) and _launch_convention_known()}
+_DIRECT = ({id(k): _Direct(k) for k in (_stats_kernel, _aggregate_kernel,
+                                        _backward_reduce_kernel, _backward_apply_kernel)
+            if isinstance(k, triton.runtime.JITFunction)}  # (not under the interpreter)
+           if _launch_convention_known() else {})
 
 
 def _launcher(kernel):
@@ -939,8 +939,7 @@ def _backward(grad, out, ys, means, rstds, weight, own_stats, need_ys, need_weig
     gs = (fin + 2 * final_h) * n * c * p  # (the merged group sums: 2 rows per source + 2)
     part = (_workspace(out.device, acc, gs + 2 * fin * n * c) if reduce
             else out)  # (a placeholder: not read)
-    cblocks = _cdiv(c, block_c)
-    counters = _counters(out.device, n * cblocks) if any(own) else None
+    counters = _counters(out.device, n * grid[1]) if any(own) else None
     maps = (*g_strides, *o_strides, *dx_strides, *src.y_strides)
     common = dict(RELU=bool(relu), ACC=_TL[acc], BLOCK_C=block_c, BLOCK_HW=block_hw)
     g_ready = False  # whether dL/dx = g is stored (later passes read it back)
