@@ -194,7 +194,7 @@ def test_decompositions_equal_the_aten_implementation(relu):
     decompositions of the forward (with the output's statistics, GN and over the batch), of
     norm_stats and of the backward give the ATen implementation's numbers (float64), for
     sources with their own, batch and fixed statistics; the bf16 forward sums in float32 as the
-    kernels do."""
+    kernels do, and the bf16 backward gives ATen's dtypes and numbers."""
     from mmdsnet.ops import operators as ops
     x, ys, means, rstds, weight, own = _aggregation_inputs(requires_grad=False)
     means[1], rstds[1] = norm_stats(ys[1], 8, 1e-5, True)  # BatchNorm's batch statistics
@@ -220,6 +220,16 @@ def test_decompositions_equal_the_aten_implementation(relu):
     dec = ops._dense_aggregate_decomposed(bf16[0], bf16[1:], means, rstds, weight, own, relu)[0]
     assert dec.dtype == torch.bfloat16
     torch.testing.assert_close(dec.float(), aten.float(), rtol=0.008, atol=1e-2)
+    # and the backward in bf16 (autocast under torch.compile): same dtypes, same numbers to
+    # bf16 rounding
+    f32 = [[t.float() for t in ts] for ts in (means, rstds)]  # (autocast's statistics)
+    args = (grad.to(torch.bfloat16), aten, bf16[1:], *f32, weight.float(), own, [True] * 3,
+            True, relu)
+    aten = ops.dense_aggregate_backward_aten(*args)
+    dec = ops._dense_aggregate_backward_decomposed(*args)
+    for a, b in zip([aten[0], *aten[1], aten[2]], [dec[0], *dec[1], dec[2]]):
+        assert b.dtype == a.dtype
+        torch.testing.assert_close(b.float(), a.float(), rtol=0.016, atol=2e-2)
 
 
 def test_kernel_for_follows_the_dispatcher():
